@@ -1,0 +1,211 @@
+"""A read-only topological view of an ONNX model's main graph.
+
+Reports list tensors "in topological order", name the node that produced each tensor and
+say which tensors are graph outputs; bisection needs producers and consumers.  This class
+computes all of it once.  Only the main graph is covered: tensors inside If/Loop/Scan bodies
+cannot be marked as outputs by any backend, so they never appear in comparisons.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+Dim = Union[int, str, None]  # an int, a symbolic name, or unknown
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What the model says about one tensor of the main graph."""
+
+    name: str
+    dtype: Optional[np.dtype]
+    shape: Optional[Tuple[Dim, ...]]  # None when the rank is unknown
+    producer: Optional[str]  # node name; None for graph inputs and initializers
+    producer_op: Optional[str]
+    topo_index: int  # position in ModelGraph.tensor_order; -1 for initializers
+    is_graph_input: bool = False
+    is_graph_output: bool = False
+    is_initializer: bool = False
+
+    @property
+    def is_dynamic(self) -> bool:
+        return self.shape is None or any(not isinstance(d, int) or d < 0 for d in self.shape)
+
+
+def onnx_dtype_to_numpy(elem_type: int) -> Optional[np.dtype]:
+    """Numpy dtype for an ONNX TensorProto element type, or None when numpy has none (e.g. bfloat16)."""
+    from onnx import helper
+
+    if not elem_type:
+        return None
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _shape_of(type_proto) -> Tuple[Optional[np.dtype], Optional[Tuple[Dim, ...]]]:
+    if not type_proto.HasField("tensor_type"):
+        return None, None
+    tt = type_proto.tensor_type
+    dtype = onnx_dtype_to_numpy(tt.elem_type)
+    if not tt.HasField("shape"):
+        return dtype, None
+    dims: List[Dim] = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return dtype, tuple(dims)
+
+
+def topological_sort(nodes, available) -> list:
+    """Kahn's algorithm, stable with respect to the file's node order.
+
+    ONNX requires sorted nodes but not every exporter obeys; a cycle or an input that nothing
+    produces leaves the remaining nodes in file order at the end rather than failing here
+    (the backends will report the real problem).
+    """
+    produced_by = {}
+    for i, n in enumerate(nodes):
+        for o in n.output:
+            if o:
+                produced_by[o] = i
+    deps = []
+    for n in nodes:
+        d = set()
+        for t in list(n.input) + _implicit_inputs(n):
+            if t and t not in available and t in produced_by:
+                d.add(produced_by[t])
+        deps.append(d)
+    users: Dict[int, List[int]] = {i: [] for i in range(len(nodes))}
+    missing = [len(d) for d in deps]
+    for i, d in enumerate(deps):
+        for j in d:
+            users[j].append(i)
+    import heapq
+
+    ready = [i for i, m in enumerate(missing) if m == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users[i]:
+            missing[u] -= 1
+            if missing[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) < len(nodes):
+        seen = set(order)
+        order += [i for i in range(len(nodes)) if i not in seen]
+    return [nodes[i] for i in order]
+
+
+def _implicit_inputs(node) -> List[str]:
+    """Outer-scope tensors read by a node's subgraphs (If/Loop/Scan bodies)."""
+    names: List[str] = []
+    for attr in node.attribute:
+        graphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+        for g in graphs:
+            local = {i.name for i in g.input} | {i.name for i in g.initializer}
+            for n in g.node:
+                local.update(n.output)
+            for n in g.node:
+                names += [t for t in n.input if t and t not in local]
+                names += [t for t in _implicit_inputs(n) if t not in local]
+    return names
+
+
+class ModelGraph:
+    """Topological view: node order, tensor order, producers, consumers, tensor metadata."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        graph = model.graph
+        self.initializer_names = {t.name for t in graph.initializer}
+        self.input_names = [i.name for i in graph.input if i.name not in self.initializer_names]
+        self.output_names = [o.name for o in graph.output]
+        self.nodes = topological_sort(list(graph.node), set(self.input_names) | self.initializer_names)
+
+        types = {}
+        for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
+            types[vi.name] = _shape_of(vi.type)
+
+        self.producers: Dict[str, object] = {}
+        self.consumers: Dict[str, List[object]] = {}
+        order: List[str] = list(self.input_names)
+        for node in self.nodes:
+            for t in list(node.input) + _implicit_inputs(node):
+                if t:
+                    self.consumers.setdefault(t, []).append(node)
+            for o in node.output:
+                if o and o not in self.producers:
+                    self.producers[o] = node
+                    order.append(o)
+        self.tensor_order: List[str] = order
+        self._index = {name: i for i, name in enumerate(order)}
+        outputs = set(self.output_names)
+        inputs = set(self.input_names)
+        self._info: Dict[str, TensorInfo] = {}
+        for name in order:
+            node = self.producers.get(name)
+            dtype, shape = types.get(name, (None, None))
+            self._info[name] = TensorInfo(
+                name=name, dtype=dtype, shape=shape,
+                producer=node.name if node is not None else None,
+                producer_op=node.op_type if node is not None else None,
+                topo_index=self._index[name], is_graph_input=name in inputs,
+                is_graph_output=name in outputs,
+            )
+        for init in graph.initializer:
+            if init.name not in self._info:
+                self._info[init.name] = TensorInfo(
+                    name=init.name, dtype=onnx_dtype_to_numpy(init.data_type), shape=tuple(init.dims),
+                    producer=None, producer_op=None, topo_index=-1, is_initializer=True,
+                )
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._info
+
+    def tensor(self, name: str) -> TensorInfo:
+        return self._info[name]
+
+    def get(self, name: str) -> Optional[TensorInfo]:
+        return self._info.get(name)
+
+    def topo_index(self, name: str) -> int:
+        """Position in topological order; unknown names sort last."""
+        return self._index.get(name, len(self._index))
+
+    @property
+    def inputs(self) -> List[TensorInfo]:
+        return [self._info[n] for n in self.input_names]
+
+    @property
+    def node_names(self) -> List[str]:
+        return [n.name for n in self.nodes]
+
+    def node(self, name: str):
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def op_histogram(self) -> Dict[str, int]:
+        hist: Dict[str, int] = {}
+        for n in self.nodes:
+            key = n.op_type if not n.domain or n.domain == "ai.onnx" else f"{n.domain}::{n.op_type}"
+            hist[key] = hist.get(key, 0) + 1
+        return dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    @property
+    def opset(self) -> int:
+        for o in self.model.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                return int(o.version)
+        return 0

@@ -1,0 +1,120 @@
+"""The runner interface shared by every backend.
+
+A runner is a context manager.  The public methods (``activate``, ``infer``,
+``deactivate``) do the bookkeeping every backend needs - state checks, feed validation,
+timing - and delegate to one small private method per backend (``_activate``, ``_infer``,
+``_deactivate``, ``_input_metadata``).  Backends import their libraries inside
+``_activate``, never at module import time.
+"""
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass
+from typing import Dict, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+from trtdebug.errors import FeedError, TrtDebugError
+
+Dim = Union[int, str, None]
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """dtype and shape of an input as the backend sees it; dims may be symbolic or unknown."""
+
+    dtype: Optional[np.dtype]
+    shape: Optional[Tuple[Dim, ...]]
+
+    def accepts_shape(self, shape: Tuple[int, ...]) -> bool:
+        if self.shape is None:
+            return True
+        if len(shape) != len(self.shape):
+            return False
+        return all(not isinstance(d, int) or d < 0 or d == s for d, s in zip(self.shape, shape))
+
+
+class Runner(abc.ABC):
+    """Run a model on one backend; ``infer`` returns an ordered ``{tensor name: array}``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.is_active = False
+        self.last_inference_time: Optional[float] = None
+        self.extra: Dict[str, object] = {}  # backend facts worth reporting (engine layers, providers)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> "Runner":
+        self.activate()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    def activate(self) -> None:
+        if self.is_active:
+            return
+        self._activate()
+        self.is_active = True
+
+    def deactivate(self) -> None:
+        if not self.is_active:
+            return
+        try:
+            self._deactivate()
+        finally:
+            self.is_active = False
+
+    # -- queries -----------------------------------------------------------------------------
+    def input_metadata(self) -> Dict[str, TensorMeta]:
+        self._require_active()
+        return self._input_metadata()
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Run once.  Feeds are checked against the input metadata first, so a wrong feed is a
+        FeedError (bad input, exit 2) rather than a backend crash (exit 3)."""
+        self._require_active()
+        self.check_feeds(feeds)
+        start = time.perf_counter()
+        outputs = self._infer(feeds)
+        self.last_inference_time = time.perf_counter() - start
+        return outputs
+
+    def check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
+        meta = self._input_metadata()
+        unknown = [n for n in feeds if n not in meta]
+        if unknown:
+            raise FeedError(f"{self.name}: unknown input name(s) {', '.join(unknown)}; the model's inputs are {', '.join(meta) or 'none'}")
+        missing = [n for n in meta if n not in feeds]
+        if missing:
+            raise FeedError(f"{self.name}: missing input(s) {', '.join(missing)}")
+        for name, arr in feeds.items():
+            m = meta[name]
+            if m.dtype is not None and np.dtype(arr.dtype) != m.dtype:
+                raise FeedError(f"{self.name}: input {name!r} has dtype {arr.dtype}, the model expects {m.dtype}")
+            if not m.accepts_shape(tuple(arr.shape)):
+                raise FeedError(f"{self.name}: input {name!r} has shape {list(arr.shape)}, the model expects {_fmt_shape(m.shape)}")
+
+    def _require_active(self) -> None:
+        if not self.is_active:
+            raise TrtDebugError(f"runner {self.name} used before activate()")
+
+    # -- per backend -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _activate(self) -> None: ...
+
+    @abc.abstractmethod
+    def _input_metadata(self) -> Dict[str, TensorMeta]: ...
+
+    @abc.abstractmethod
+    def _infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]: ...
+
+    def _deactivate(self) -> None:
+        """Release backend resources; the default has nothing to release."""
+
+
+def _fmt_shape(shape) -> str:
+    if shape is None:
+        return "any shape"
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
