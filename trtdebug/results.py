@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 import numpy as np
 
 from trtdebug.errors import OutputsFormatError
+from trtdebug.util.files import write_text_atomic
 
 FORMAT = "trtdebug-outputs"
 FORMAT_VERSION = 1
@@ -112,26 +113,33 @@ class OutputStore:
         self.graph = graph
         self.model_path = model_path
         self.results: List[RunResult] = []
-        self._dirs: Dict[str, str] = {}
+        self._dirs: Dict[int, str] = {}
+
+    def register(self, result: RunResult) -> RunResult:
+        """Give ``result`` a directory of its own; its iterations are written by ``spill``."""
+        self.results.append(result)
+        self._dirs[id(result)] = self._unique_dir(result.runner)
+        return result
 
     def add(self, result: RunResult) -> RunResult:
-        """Register ``result`` and move its in-memory arrays to disk."""
-        self.results.append(result)
-        self._dirs[result.runner] = self._unique_dir(result.runner)
+        """Register ``result`` and move all its in-memory arrays to disk."""
+        self.register(result)
         for it in range(len(result.iterations)):
             self.spill(result, it)
         return result
 
     def spill(self, result: RunResult, iteration: int) -> None:
+        """Write one iteration's in-memory arrays to disk and drop them from memory."""
         tensors = result.iterations[iteration]
         tensors._root = lambda: self.root
-        rel_dir = f"{self._dirs[result.runner]}/{iteration}"
+        rel_dir = f"{self._dirs[id(result)]}/{iteration}"
         (self.root / rel_dir).mkdir(parents=True, exist_ok=True)
         for i, name in enumerate(list(tensors)):
             if tensors.file_of(name) is not None:
                 continue
             rel = f"{rel_dir}/t{i:05d}.npy"
-            np.save(self.root / rel, np.ascontiguousarray(tensors[name]), allow_pickle=False)
+            # np.asarray, not np.ascontiguousarray: that one turns 0-d arrays into shape (1,).
+            np.save(self.root / rel, np.asarray(tensors[name]), allow_pickle=False)
             tensors.set_file(name, rel)
 
     def _unique_dir(self, runner: str) -> str:
@@ -147,6 +155,8 @@ class OutputStore:
 
         runners = []
         for r in self.results:
+            for it in range(len(r.iterations)):  # iterations appended after add() and never spilled
+                self.spill(r, it)
             iterations = []
             for tensors in r.iterations:
                 entries = []
@@ -163,7 +173,7 @@ class OutputStore:
             "tensors": topology_of(self.graph) if self.graph is not None else {},
             "runners": runners,
         }
-        (self.root / INDEX).write_text(json.dumps(index, indent=1), encoding="utf-8")
+        write_text_atomic(self.root / INDEX, json.dumps(index, indent=1))
 
 
 def topology_of(graph) -> Dict[str, Dict[str, Any]]:
@@ -199,18 +209,19 @@ def load_outputs(path: Union[str, os.PathLike]) -> LoadedOutputs:
     p = Path(path)
     if not p.exists():
         raise OutputsFormatError(f"saved outputs not found: {p}")
-    if p.is_file():
+    index_path = p / INDEX
+    if p.is_file() or (not index_path.exists() and any(p.glob("*.json"))):
+        # A Polygraphy file, or the directory of per-iteration files it writes for a path without extension.
         from trtdebug.inputs.polygraphy_json import load_polygraphy_outputs
 
         return LoadedOutputs(results=load_polygraphy_outputs(p), topology={}, source=str(p))
-    index_path = p / INDEX
     if not index_path.exists():
         raise OutputsFormatError(f"{p} is not a trtdebug outputs directory (no {INDEX})")
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise OutputsFormatError(f"cannot read {index_path}: {exc}") from exc
-    if index.get("format") != FORMAT:
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise OutputsFormatError(f"{index_path} is not a trtdebug outputs index")
     if index.get("version", 0) > FORMAT_VERSION:
         raise OutputsFormatError(f"{index_path} has format version {index['version']}; this trtdebug reads up to {FORMAT_VERSION}")
@@ -227,6 +238,8 @@ def load_outputs(path: Union[str, os.PathLike]) -> LoadedOutputs:
                     ts.set_file(t["name"], t["file"])
                 rr.iterations.append(ts)
             results.append(rr)
-    except (KeyError, TypeError) as exc:
+    except KeyError as exc:
         raise OutputsFormatError(f"{index_path} is malformed: missing {exc}") from exc
+    except TypeError as exc:
+        raise OutputsFormatError(f"{index_path} is malformed: {exc}") from exc
     return LoadedOutputs(results=results, topology=index.get("tensors", {}), model_path=index.get("model"), source=str(p))

@@ -1,0 +1,69 @@
+"""The ``trtdebug`` command line: thin typer commands over the public API.
+
+This package is the only one that imports typer; every command turns the library's typed
+errors into one line on stderr and the documented exit code (``trtdebug.errors``).
+``--verbose`` (or TRTDEBUG_TRACEBACK=1) shows the chained cause with its traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from trtdebug.errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, TrtDebugError
+
+app = typer.Typer(
+    name="trtdebug",
+    help="Find out why a model gives different answers in TensorRT than in its reference, and where.\n\n" + EXIT_CODES_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _register() -> None:
+    from trtdebug.cli import compare as _compare  # noqa: F401  (commands register on import)
+    from trtdebug.cli import run as _run  # noqa: F401
+    from trtdebug.cli.inspect import inspect_app
+
+    app.add_typer(inspect_app, name="inspect")
+
+
+def main(argv=None) -> None:
+    """Console-script entry point."""
+    _register()
+    verbose = "--verbose" in (argv or sys.argv) or os.environ.get("TRTDEBUG_TRACEBACK") == "1"
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except TrtDebugError as exc:
+        _fail(exc, exc.exit_code, verbose)
+    except KeyboardInterrupt:
+        print("trtdebug: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            print("trtdebug: aborted", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
+        _fail(exc, EXIT_INTERNAL, verbose, internal=True)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(exc: BaseException, code: int, verbose: bool, internal: bool = False) -> None:
+    if verbose:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    prefix = "trtdebug: internal error: " if internal else "trtdebug: error: "
+    hint = " (run with --verbose for the traceback, and please report it)" if internal and not verbose else ""
+    print(f"{prefix}{message}{hint}", file=sys.stderr)
+    sys.exit(code)

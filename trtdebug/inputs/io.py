@@ -1,0 +1,101 @@
+"""Save, load and check input feeds: ``.npz`` (ours) or Polygraphy JSON (``.json`` or a directory).
+
+``.npz`` layout: with one iteration the keys are the input names; with several, the keys
+are ``it<k>/<name>``.  The saver switches to the ``it<k>/`` form whenever a name alone could
+be mistaken for it, so every file reads back exactly.  Archives are written entry by entry
+with ``zipfile`` rather than ``np.savez``, whose keyword arguments would collide with inputs
+named ``file`` or ``allow_pickle``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Dict, List, Mapping, Sequence, Union
+
+import numpy as np
+
+from trtdebug.errors import FeedError, UsageError
+from trtdebug.inputs.polygraphy_json import load_polygraphy_inputs, save_polygraphy_inputs
+from trtdebug.inputs.spec import format_shape
+from trtdebug.runners.base import TensorMeta
+from trtdebug.util.files import atomic_path
+
+PathLike = Union[str, os.PathLike]
+Feeds = Dict[str, np.ndarray]
+
+_ITER_KEY = re.compile(r"it(\d+)/(.+)", re.DOTALL)
+
+
+def save_inputs(path: PathLike, feeds_list: Sequence[Mapping[str, np.ndarray]]) -> Path:
+    """Write feeds atomically; the suffix picks the format (``.npz`` or ``.json``)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".json":
+        return save_polygraphy_inputs(p, feeds_list)
+    if suffix != ".npz":
+        raise UsageError(f"cannot save inputs to {p}: the file name must end in .npz or .json")
+    prefixed = len(feeds_list) != 1 or any(_ITER_KEY.fullmatch(n) for n in feeds_list[0])
+    with atomic_path(p) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for k, feed in enumerate(feeds_list):
+            for name, arr in feed.items():
+                key = f"it{k}/{name}" if prefixed else name
+                with zf.open(key + ".npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
+    return p
+
+
+def load_inputs(path: PathLike) -> List[Feeds]:
+    """Read feeds saved by :func:`save_inputs` or by ``polygraphy run --save-inputs``."""
+    p = Path(path)
+    if p.is_dir() or p.suffix.lower() == ".json":
+        return load_polygraphy_inputs(p)
+    if p.suffix.lower() != ".npz":
+        raise FeedError(f"cannot read input data {p}: expected a .npz or Polygraphy .json file")
+    if not p.exists():
+        raise FeedError(f"input data file not found: {p}")
+    try:
+        loaded = np.load(p, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            raise ValueError("it is a single unnamed .npy array")
+        with loaded:
+            arrays = {key: loaded[key] for key in loaded.files}
+        stray = next((key for key, v in arrays.items() if not isinstance(v, np.ndarray)), None)
+        if stray is not None:
+            raise ValueError(f"member {stray!r} is not a .npy array")
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise FeedError(f"cannot read input data {p}: not a valid .npz archive ({exc})") from exc
+    return _split_iterations(arrays)
+
+
+def _split_iterations(arrays: Dict[str, np.ndarray]) -> List[Feeds]:
+    matches = {key: _ITER_KEY.fullmatch(key) for key in arrays}
+    if not arrays or not all(matches.values()):
+        return [arrays] if arrays else []
+    by_iteration: Dict[int, Feeds] = {}
+    for key, m in matches.items():
+        by_iteration.setdefault(int(m.group(1)), {})[m.group(2)] = arrays[key]
+    return [by_iteration[k] for k in sorted(by_iteration)]
+
+
+def validate_feeds(feeds_list: Sequence[Mapping[str, np.ndarray]], input_meta: Mapping[str, TensorMeta]) -> None:
+    """FeedError (one line: iteration, input, what was given, what the model expects) on the first problem."""
+    for k, feed in enumerate(feeds_list):
+        where = f"input data iteration {k}"
+        unknown = [n for n in feed if n not in input_meta]
+        if unknown:
+            raise FeedError(f"{where}: unknown input(s) {', '.join(map(repr, unknown))}; "
+                            f"the model's inputs are {', '.join(map(repr, input_meta)) or 'none'}")
+        missing = [n for n in input_meta if n not in feed]
+        if missing:
+            raise FeedError(f"{where}: missing input(s) {', '.join(map(repr, missing))}")
+        for name, arr in feed.items():
+            meta = input_meta[name]
+            if not isinstance(arr, np.ndarray):
+                raise FeedError(f"{where}: input {name!r} is a {type(arr).__name__}, not a NumPy array")
+            if meta.dtype is not None and arr.dtype != meta.dtype:
+                raise FeedError(f"{where}: input {name!r} has dtype {arr.dtype}, the model expects {np.dtype(meta.dtype)}")
+            if not meta.accepts_shape(tuple(arr.shape)):
+                raise FeedError(f"{where}: input {name!r} has shape {list(arr.shape)}, "
+                                f"the model expects {format_shape(name, meta.shape)}")

@@ -1,0 +1,373 @@
+"""The one place that knows how TensorRT versions differ.
+
+Every difference between TensorRT 8.6, 10.x and 11.x is detected *by name* (``hasattr`` on
+the module, its enums and its classes), never by version number or enum integer, so a
+point release that adds or drops an API is handled the day it ships.  Every function takes
+the ``trt`` module as an argument: the unit tests pass small fake modules, so CI (which has
+no TensorRT) covers this logic.
+
+What differs, and how we detect it:
+
+====================================  ===================================================
+feature                               detected by
+====================================  ===================================================
+explicit batch must be requested      ``NetworkDefinitionCreationFlag.EXPLICIT_BATCH`` and
+(8.x; implicit by default)            ``Builder.max_batch_size`` (gone with implicit batch in 10)
+strongly typed networks (9.1+/10)     ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``
+strong typing required (11)           no ``BuilderFlag.FP16`` *and* STRONGLY_TYPED present
+precision flags (gone in 11)          ``BuilderFlag.FP16/BF16/INT8/TF32``
+precision constraints                 ``BuilderFlag.OBEY_PRECISION_CONSTRAINTS`` /
+                                      ``PREFER_PRECISION_CONSTRAINTS`` / ``STRICT_TYPES``
+optimization level (8.6+)             ``IBuilderConfig.builder_optimization_level``
+workspace                             ``set_memory_pool_limit`` + ``MemoryPoolType.WORKSPACE``,
+                                      else ``max_workspace_size``
+timing cache                          ``IBuilderConfig.create_timing_cache``
+editable timing cache (10.8+/11)      ``BuilderFlag.EDITABLE_TIMING_CACHE``
+progress monitor (8.6+?)              ``trt.IProgressMonitor`` + ``config.progress_monitor``
+name-based I/O (8.5+)                 ``IExecutionContext.execute_async_v3`` /
+                                      ``set_tensor_address``
+output allocator                      ``trt.IOutputAllocator``
+algorithm selector (gone in 11)       ``trt.IAlgorithmSelector``
+debug tensors (10.0+)                 ``INetworkDefinition.mark_debug`` + ``trt.IDebugListener``
+unfused debug tensors (10.12+)        ``INetworkDefinition.mark_unfused_tensors_as_debug_tensors``
+capability query                      ``OnnxParser.supports_model_v2`` / ``supports_model``
+====================================  ===================================================
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from trtdebug.errors import BackendError, UsageError, missing_dependency
+
+log = logging.getLogger(__name__)
+
+
+def import_tensorrt():
+    """Import ``tensorrt`` or raise BackendUnavailableError with the install hint."""
+    try:
+        import tensorrt as trt  # noqa: WPS433 - imported where used, by design
+    except ImportError as exc:
+        raise missing_dependency("tensorrt", "trt", what="TensorRT") from exc
+    except OSError as exc:  # the wheel is there but a shared library (libnvinfer, CUDA) is not
+        from trtdebug.errors import BackendUnavailableError
+
+        raise BackendUnavailableError(f"TensorRT is installed but cannot be loaded: {exc}") from exc
+    return trt
+
+
+def _has(obj: Any, *names: str) -> bool:
+    for name in names:
+        if obj is None or not hasattr(obj, name):
+            return False
+        obj = getattr(obj, name)
+    return True
+
+
+def _attr(obj: Any, *names: str) -> Any:
+    for name in names:
+        obj = getattr(obj, name, None)
+        if obj is None:
+            return None
+    return obj
+
+
+@dataclass(frozen=True)
+class Features:
+    """What the installed TensorRT offers, found by name."""
+
+    version: str
+    explicit_batch_flag: bool  # the network must be created with EXPLICIT_BATCH (8.x)
+    strongly_typed: bool  # STRONGLY_TYPED network creation flag exists
+    weak_typing: bool  # precision builder flags exist (False on 11.x)
+    fp16_flag: bool
+    bf16_flag: bool
+    int8_flag: bool
+    tf32_flag: bool
+    obey_precision_flag: bool
+    prefer_precision_flag: bool
+    strict_types_flag: bool
+    optimization_level: bool
+    memory_pool_limits: bool
+    max_workspace_size: bool
+    timing_cache: bool
+    editable_timing_cache: bool
+    progress_monitor: bool
+    name_based_io: bool  # execute_async_v3 + set_tensor_address + set_input_shape
+    output_allocator: bool
+    algorithm_selector: bool
+    mark_debug: bool  # INetworkDefinition.mark_debug + IDebugListener
+    mark_unfused_debug: bool  # INetworkDefinition.mark_unfused_tensors_as_debug_tensors
+    supports_model: bool
+    supports_model_v2: bool
+    layer_metadata: bool  # ILayer.metadata ("[ONNX Layer: ...]")
+    engine_inspector: bool
+    tensor_profile_shape: bool  # ICudaEngine.get_tensor_profile_shape (name-based)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def strong_typing_required(self) -> bool:
+        """True on TensorRT 11: weak-typing precision flags are gone, networks are strongly typed."""
+        return self.strongly_typed and not self.weak_typing
+
+
+def detect(trt) -> Features:
+    """Probe ``trt`` (the real module or a fake) by attribute names."""
+    flags = _attr(trt, "BuilderFlag")
+    ncf = _attr(trt, "NetworkDefinitionCreationFlag")
+    network_cls = _attr(trt, "INetworkDefinition")
+    config_cls = _attr(trt, "IBuilderConfig")
+    context_cls = _attr(trt, "IExecutionContext")
+    engine_cls = _attr(trt, "ICudaEngine")
+    parser_cls = _attr(trt, "OnnxParser")
+    fp16 = _has(flags, "FP16")
+    int8 = _has(flags, "INT8")
+    return Features(
+        version=str(getattr(trt, "__version__", "unknown")),
+        # 10.x keeps the EXPLICIT_BATCH enum (deprecated, ignored) but dropped implicit batch and with it
+        # IBuilder.max_batch_size; setting the flag there would be harmless, merely noisy.
+        explicit_batch_flag=_has(ncf, "EXPLICIT_BATCH") and _has(_attr(trt, "Builder"), "max_batch_size"),
+        strongly_typed=_has(ncf, "STRONGLY_TYPED"),
+        weak_typing=fp16 or int8,
+        fp16_flag=fp16,
+        bf16_flag=_has(flags, "BF16"),
+        int8_flag=int8,
+        tf32_flag=_has(flags, "TF32"),
+        obey_precision_flag=_has(flags, "OBEY_PRECISION_CONSTRAINTS"),
+        prefer_precision_flag=_has(flags, "PREFER_PRECISION_CONSTRAINTS"),
+        strict_types_flag=_has(flags, "STRICT_TYPES"),
+        optimization_level=_has(config_cls, "builder_optimization_level"),
+        memory_pool_limits=_has(config_cls, "set_memory_pool_limit") and _has(trt, "MemoryPoolType", "WORKSPACE"),
+        max_workspace_size=_has(config_cls, "max_workspace_size"),
+        timing_cache=_has(config_cls, "create_timing_cache") and _has(config_cls, "set_timing_cache"),
+        editable_timing_cache=_has(flags, "EDITABLE_TIMING_CACHE"),
+        progress_monitor=_has(trt, "IProgressMonitor") and _has(config_cls, "progress_monitor"),
+        name_based_io=_has(context_cls, "execute_async_v3") and _has(context_cls, "set_tensor_address")
+        and _has(context_cls, "set_input_shape"),
+        output_allocator=_has(trt, "IOutputAllocator") and _has(context_cls, "set_output_allocator"),
+        algorithm_selector=_has(trt, "IAlgorithmSelector"),
+        mark_debug=_has(network_cls, "mark_debug") and _has(trt, "IDebugListener")
+        and _has(context_cls, "set_debug_listener"),
+        mark_unfused_debug=_has(network_cls, "mark_unfused_tensors_as_debug_tensors"),
+        supports_model=_has(parser_cls, "supports_model"),
+        supports_model_v2=_has(parser_cls, "supports_model_v2"),
+        layer_metadata=_has(_attr(trt, "ILayer"), "metadata"),
+        engine_inspector=_has(engine_cls, "create_engine_inspector") and _has(trt, "LayerInformationFormat", "JSON"),
+        tensor_profile_shape=_has(engine_cls, "get_tensor_profile_shape"),
+    )
+
+
+# -- network creation ------------------------------------------------------------------------
+
+def network_flags(trt, features: Features, *, strongly_typed: bool) -> int:
+    """The creation-flag bitmask for ``builder.create_network``."""
+    flags = 0
+    ncf = trt.NetworkDefinitionCreationFlag
+    if features.explicit_batch_flag:
+        flags |= 1 << int(ncf.EXPLICIT_BATCH)
+    if strongly_typed:
+        if not features.strongly_typed:
+            raise UsageError(f"--strongly-typed needs TensorRT 9.1 or newer (STRONGLY_TYPED networks); "
+                             f"this is TensorRT {features.version}")
+        flags |= 1 << int(ncf.STRONGLY_TYPED)
+    return flags
+
+
+def wants_strong_typing(features: Features, requested: bool) -> bool:
+    """Strong typing is used when asked for, and always where TensorRT requires it (11.x)."""
+    return requested or features.strong_typing_required
+
+
+# -- builder configuration -------------------------------------------------------------------
+
+_PRECISIONS = (("fp16", "FP16", "fp16_flag"), ("bf16", "BF16", "bf16_flag"), ("int8", "INT8", "int8_flag"))
+
+
+def apply_precision_flags(trt, config, features: Features, build) -> List[str]:
+    """Set FP16/BF16/INT8/TF32 as ``build`` (a TrtBuildConfig) asks; returns notes for the report.
+
+    On TensorRT 11 (no precision flags) asking for one is a usage error that says what to do
+    instead; on an older TensorRT that simply lacks one (BF16 before 9.0) it is too.
+    """
+    notes: List[str] = []
+    for attr, flag, feature in _PRECISIONS:
+        if not getattr(build, attr):
+            continue
+        if not getattr(features, feature):
+            raise UsageError(_missing_precision_message(attr, features))
+        if getattr(build, "strongly_typed", False) or features.strong_typing_required:
+            raise UsageError(f"--{attr} cannot be combined with a strongly typed network: its types come from the "
+                             "model itself; drop --strongly-typed or convert the model's types")
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+        notes.append(f"{flag} enabled")
+    tf32 = getattr(build, "tf32", None)
+    if tf32 is not None:
+        if not features.tf32_flag:
+            if tf32:
+                raise UsageError(f"--tf32 is not available on TensorRT {features.version} (no BuilderFlag.TF32)")
+            notes.append("TF32 flag not present in this TensorRT; --no-tf32 has no effect")
+        elif tf32:
+            config.set_flag(trt.BuilderFlag.TF32)
+        else:
+            config.clear_flag(trt.BuilderFlag.TF32)
+            notes.append("TF32 disabled")
+    return notes
+
+
+def _missing_precision_message(attr: str, features: Features) -> str:
+    if features.strong_typing_required:
+        return (f"--{attr} is not available on TensorRT {features.version}: TensorRT 11 removed the FP16/BF16/INT8 "
+                "builder flags and builds strongly typed networks only. Convert the model to the precision you want "
+                "first (e.g. ModelOpt AutoCast for FP16/BF16, Q/DQ nodes for INT8) and build it as is, or use "
+                "trtdebug's precision tools to find which layers need FP32.")
+    return f"--{attr} is not available on TensorRT {features.version} (no BuilderFlag.{attr.upper()})"
+
+
+def precision_constraint_flag(trt, features: Features):
+    """The flag that makes per-layer precisions binding: OBEY, else PREFER, else STRICT_TYPES; None on 11."""
+    for name, present in (("OBEY_PRECISION_CONSTRAINTS", features.obey_precision_flag),
+                          ("PREFER_PRECISION_CONSTRAINTS", features.prefer_precision_flag),
+                          ("STRICT_TYPES", features.strict_types_flag)):
+        if present:
+            return getattr(trt.BuilderFlag, name)
+    return None
+
+
+def set_workspace(trt, config, features: Features, nbytes: Optional[int]) -> Optional[str]:
+    if nbytes is None:
+        return None
+    if features.memory_pool_limits:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(nbytes))
+    elif features.max_workspace_size:
+        config.max_workspace_size = int(nbytes)
+    else:
+        return "this TensorRT has no workspace limit setting; --workspace ignored"
+    return None
+
+
+def set_optimization_level(config, features: Features, level: Optional[int]) -> Optional[str]:
+    if level is None:
+        return None
+    if not features.optimization_level:
+        return f"--builder-optimization-level needs TensorRT 8.6+; ignored on {features.version}"
+    if not 0 <= int(level) <= 5:
+        raise UsageError(f"--builder-optimization-level must be between 0 and 5, got {level}")
+    config.builder_optimization_level = int(level)
+    return None
+
+
+def set_detailed_profiling(trt, config) -> bool:
+    """DETAILED profiling verbosity (layer metadata and tactics in the inspector); True if set."""
+    verbosity = _attr(trt, "ProfilingVerbosity")
+    if verbosity is None or not hasattr(config, "profiling_verbosity"):
+        return False
+    detailed = getattr(verbosity, "DETAILED", None) or getattr(verbosity, "VERBOSE", None)
+    if detailed is None:
+        return False
+    config.profiling_verbosity = detailed
+    return True
+
+
+# -- timing cache ----------------------------------------------------------------------------
+
+def create_timing_cache(config, features: Features, data: bytes = b""):
+    """An ITimingCache from serialized bytes (empty: a fresh one); None if unsupported."""
+    if not features.timing_cache:
+        return None
+    cache = config.create_timing_cache(data)
+    if cache is None and data:
+        log.warning("the timing cache could not be read (another TensorRT version?); starting a fresh one")
+        cache = config.create_timing_cache(b"")
+    return cache
+
+
+def attach_timing_cache(config, cache) -> None:
+    if cache is not None:
+        config.set_timing_cache(cache, ignore_mismatch=False)
+
+
+def serialize_timing_cache(config) -> Optional[bytes]:
+    getter = getattr(config, "get_timing_cache", None)
+    if getter is None:
+        return None
+    cache = getter()
+    if cache is None:
+        return None
+    return bytes(cache.serialize())
+
+
+# -- run-time ----------------------------------------------------------------------------------
+
+def require_name_based_io(features: Features) -> None:
+    if not features.name_based_io:
+        raise BackendError(f"TensorRT {features.version} lacks the name-based I/O API (execute_async_v3); "
+                           "trtdebug needs TensorRT 8.6 or newer")
+
+
+def profile_shapes(engine, features: Features, name: str, profile: int):
+    """(min, opt, max) shapes of input ``name`` in ``profile``."""
+    if features.tensor_profile_shape:
+        return tuple(tuple(int(d) for d in s) for s in engine.get_tensor_profile_shape(name, profile))
+    raise BackendError("this TensorRT cannot report optimization profile shapes by tensor name")
+
+
+# dtypes by enum *name*: TensorRT renumbers nothing in practice, but names are the contract.
+_NUMPY_BY_TRT_NAME = {
+    "FLOAT": np.float32,
+    "HALF": np.float16,
+    "INT8": np.int8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "BF16": np.uint16,  # raw bits; widened to float32 on the way out (numpy has no bfloat16)
+}
+
+
+def dtype_name(trt_dtype) -> str:
+    """The enum member's name (``FLOAT``, ``HALF``, ``BF16``...), from the real enum or a fake."""
+    name = getattr(trt_dtype, "name", None)
+    if name:
+        return str(name).upper()
+    return str(trt_dtype).rsplit(".", 1)[-1].upper()
+
+
+def numpy_dtype(trt_dtype) -> np.dtype:
+    """Host storage dtype for a TensorRT dtype; BF16 is stored as uint16 bits."""
+    name = dtype_name(trt_dtype)
+    if name not in _NUMPY_BY_TRT_NAME:
+        raise BackendError(f"TensorRT dtype {name} has no numpy equivalent; trtdebug cannot read or feed it")
+    return np.dtype(_NUMPY_BY_TRT_NAME[name])
+
+
+def is_bf16(trt_dtype) -> bool:
+    return dtype_name(trt_dtype) == "BF16"
+
+
+def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
+    """Widen bfloat16 bit patterns (uint16) to float32 exactly."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def float32_to_bf16_bits(values: np.ndarray) -> np.ndarray:
+    """Round float32 to the nearest bfloat16 (ties to even) and return its bits as uint16."""
+    v = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    rounding = ((v >> 16) & 1) + np.uint32(0x7FFF)
+    out = ((v + rounding) >> 16).astype(np.uint16)
+    nan = np.isnan(values)
+    if np.any(nan):
+        out[nan] = np.uint16(0x7FC0)
+    return out
+
+
+def tensor_is_input(trt, engine, name: str) -> bool:
+    return engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+
+
+def io_tensor_names(engine) -> List[str]:
+    return [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
