@@ -175,7 +175,7 @@ def assert_feeds_equal(a, b):
 @pytest.mark.parametrize("suffix", [".npz", ".json"])
 @pytest.mark.parametrize("iterations", [1, 3])
 def test_round_trip(tmp_path, suffix, iterations):
-    feeds = [{k: (v + i if v.dtype != np.bool_ else v) for k, v in ODD.items()} for i in range(iterations)]
+    feeds = [{k: np.asarray(v + i if v.dtype != np.bool_ else v) for k, v in ODD.items()} for i in range(iterations)]
     path = save_inputs(tmp_path / f"in{suffix}", feeds)
     assert path == tmp_path / f"in{suffix}"
     assert_feeds_equal(load_inputs(path), feeds)
@@ -229,6 +229,8 @@ def test_save_rejects_unknown_suffix(tmp_path):
     ("stray.npz", "stray"),
     ("data.bin", b"x"),
     ("pickled.npz", "pickle"),
+    ("empty.npz", "empty"),
+    ("empty.json", b"[]"),
 ])
 def test_load_errors(tmp_path, name, content):
     path = tmp_path / name
@@ -241,6 +243,8 @@ def test_load_errors(tmp_path, name, content):
     elif content == "stray":
         with zipfile.ZipFile(path, "w") as zf:
             zf.writestr("notes.txt", "hi")
+    elif content == "empty":
+        save_inputs(path, [])
     elif content == "pickle":
         np.savez(path, x=np.array([{"a": 1}], dtype=object))
     elif content is not None:

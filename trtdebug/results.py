@@ -73,14 +73,12 @@ class TensorSet(Mapping[str, np.ndarray]):
         return item if isinstance(item, str) else None
 
     def meta(self, name: str) -> Tuple[np.dtype, Tuple[int, ...]]:
-        """dtype and shape without reading the data."""
-        item = self._items[name]
-        if isinstance(item, str):
-            with open(self._path(item), "rb") as f:
-                version = np.lib.format.read_magic(f)
-                shape, _, dtype = np.lib.format._read_array_header(f, version)  # public API lacks a generic reader
-            return np.dtype(dtype), tuple(shape)
-        return item.dtype, tuple(item.shape)
+        """dtype and shape without reading the data (a file is only memory-mapped, which reads its header).
+
+        Not ``np.lib.format._read_array_header``: private, and gone in NumPy 2.4.
+        """
+        arr = self[name]
+        return arr.dtype, tuple(arr.shape)
 
     @property
     def nbytes_in_memory(self) -> int:

@@ -49,30 +49,37 @@ def save_inputs(path: PathLike, feeds_list: Sequence[Mapping[str, np.ndarray]]) 
 def load_inputs(path: PathLike) -> List[Feeds]:
     """Read feeds saved by :func:`save_inputs` or by ``polygraphy run --save-inputs``."""
     p = Path(path)
-    if p.is_dir() or p.suffix.lower() == ".json":
-        return load_polygraphy_inputs(p)
-    if p.suffix.lower() != ".npz":
-        raise FeedError(f"cannot read input data {p}: expected a .npz or Polygraphy .json file")
     if not p.exists():
         raise FeedError(f"input data file not found: {p}")
+    if p.is_dir() or p.suffix.lower() == ".json":
+        feeds = load_polygraphy_inputs(p)
+    elif p.suffix.lower() == ".npz":
+        feeds = _split_iterations(_load_npz(p))
+    else:
+        raise FeedError(f"cannot read input data {p}: expected a .npz or Polygraphy .json file")
+    if not feeds:
+        raise FeedError(f"input data {p} holds no feeds")
+    return feeds
+
+
+def _load_npz(p: Path) -> Dict[str, np.ndarray]:
+    if not zipfile.is_zipfile(p):
+        raise FeedError(f"cannot read input data {p}: not a .npz (zip) archive")
     try:
-        loaded = np.load(p, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            raise ValueError("it is a single unnamed .npy array")
-        with loaded:
-            arrays = {key: loaded[key] for key in loaded.files}
-        stray = next((key for key, v in arrays.items() if not isinstance(v, np.ndarray)), None)
-        if stray is not None:
-            raise ValueError(f"member {stray!r} is not a .npy array")
+        with np.load(p, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise FeedError(f"cannot read input data {p}: not a valid .npz archive ({exc})") from exc
-    return _split_iterations(arrays)
+        raise FeedError(f"cannot read input data {p}: corrupt .npz archive ({exc})") from exc
+    stray = next((key for key, v in arrays.items() if not isinstance(v, np.ndarray)), None)
+    if stray is not None:  # np.load returns other zip members as raw bytes
+        raise FeedError(f"cannot read input data {p}: member {stray!r} is not a .npy array")
+    return arrays
 
 
 def _split_iterations(arrays: Dict[str, np.ndarray]) -> List[Feeds]:
     matches = {key: _ITER_KEY.fullmatch(key) for key in arrays}
-    if not arrays or not all(matches.values()):
-        return [arrays] if arrays else []
+    if not all(matches.values()):
+        return [arrays]
     by_iteration: Dict[int, Feeds] = {}
     for key, m in matches.items():
         by_iteration.setdefault(int(m.group(1)), {})[m.group(2)] = arrays[key]

@@ -47,6 +47,8 @@ _LEGACY_PREFIX = "__polygraphy_encoded_"
 _LEGACY_MARKER = "polygraphy_serialized_json_type"
 _ALIASES = {"LazyNumpyArray": "LazyArray"}
 _DISPLAY_NAMES = {"Tensor": "torch.Tensor"}
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 @dataclass
@@ -83,10 +85,12 @@ def decode_array(obj: Mapping[str, Any]) -> np.ndarray:
             data = payload.encode("latin-1")  # how early Polygraphy versions stored the .npy bytes
         except UnicodeEncodeError:
             raise ValueError("an array payload is neither base64 nor latin-1") from None
+    if not data.startswith((_NPY_MAGIC, _ZIP_MAGIC)):
+        raise ValueError("an array payload is not .npy data")
     try:
         loaded = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"an array payload is corrupt ({exc})") from exc
+        raise ValueError(f"an array payload cannot be read ({exc})") from exc
     if isinstance(loaded, np.ndarray):
         return loaded
     with loaded:  # an .npz archive, as very old versions wrote: its first array is the value
@@ -99,7 +103,7 @@ def _class_of(dct: Dict[str, Any]) -> Optional[str]:
     name = dct.get(TYPE_KEY)
     if not isinstance(name, str):
         name = next((k[len(_LEGACY_PREFIX):] for k, v in dct.items()
-                     if k.startswith(_LEGACY_PREFIX) and v == _LEGACY_MARKER), None)
+                     if k.startswith(_LEGACY_PREFIX) and isinstance(v, str) and v == _LEGACY_MARKER), None)
     return _ALIASES.get(name, name) if name else None
 
 

@@ -288,7 +288,16 @@ def create_timing_cache(config, features: Features, data: bytes = b""):
 
 def attach_timing_cache(config, cache) -> None:
     if cache is not None:
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        config.set_timing_cache(cache, False)  # positional: keyword names differ across bindings
+
+
+def enable_editable_timing_cache(trt, config, features: Features) -> bool:
+    """Make the timing cache editable (10.8+/11: the replacement for IAlgorithmSelector when pinning
+    tactics); False where this TensorRT has no editable cache."""
+    if not features.editable_timing_cache:
+        return False
+    config.set_flag(trt.BuilderFlag.EDITABLE_TIMING_CACHE)
+    return True
 
 
 def serialize_timing_cache(config) -> Optional[bytes]:

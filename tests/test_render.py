@@ -1,0 +1,127 @@
+"""Renderers: strict JSON, self-contained escaped HTML, console tables."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from trtdebug.compare import Report, Tolerances, compare_runs
+from trtdebug.compare.report import json_float
+from trtdebug.render import format_number, report_json, sparkline, write_html, write_json
+from trtdebug.render.console import print_report
+from trtdebug.render.html import render_html, svg_series
+from trtdebug.results import RunResult, TensorSet
+
+SCRIPT_NAME = "<script>alert(1)</script>"
+MARKUP_NAME = "[bold]layer[/bold]"
+FIRST_FAILING = "block0/fc1_out"
+
+REQUIRED_TENSOR_KEYS = {"name", "producer", "topo_index", "is_graph_output", "shape", "max_abs", "mean_abs",
+                        "median_abs", "p99_abs", "max_rel", "mean_rel", "cosine", "sqnr_db", "ref_nan", "ref_inf",
+                        "test_nan", "test_inf", "passed"}
+
+
+@pytest.fixture
+def report():
+    rng = np.random.default_rng(1)
+    names = ["input", SCRIPT_NAME, MARKUP_NAME, FIRST_FAILING, "block0/relu_out", "logits"]
+    ref, test, topology = TensorSet(), TensorSet(), {}
+    for i, name in enumerate(names):
+        a = rng.standard_normal((4, 8)).astype(np.float32)
+        b = a.copy()
+        if i >= 3:
+            b = a + 1e-2 * rng.standard_normal(a.shape).astype(np.float32)
+        if name == "logits":
+            b[0, 0] = np.nan
+        ref.set_array(name, a)
+        test.set_array(name, b)
+        topology[name] = {"producer": None if i == 0 else name.replace("_out", ""), "producer_op": None if i == 0 else "MatMul",
+                          "topo_index": i, "is_graph_output": name == "logits"}
+    cmp = compare_runs(RunResult("reference", [ref]), RunResult("onnxrt", [test]), tolerances=Tolerances(),
+                       topology=topology)
+    return Report(comparisons=[cmp], meta={"model": "model.onnx", "inputs": {"input": {"shape": [4, 8], "dtype": "float32"}},
+                                           "timings": {"onnxrt": [0.002, 0.003]}})
+
+
+def test_json_is_strict_and_has_the_contract_keys(report, tmp_path):
+    d = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    assert d["passed"] is False
+    (c,) = d["comparisons"]
+    assert (c["reference"], c["test"], c["passed"], c["first_failing"]) == ("reference", "onnxrt", False, FIRST_FAILING)
+    assert c["first_failing_producer"] == "block0/fc1"
+    for t in c["tensors"]:
+        assert REQUIRED_TENSOR_KEYS <= set(t)
+    by_name = {t["name"]: t for t in c["tensors"]}
+    assert by_name["input"]["sqnr_db"] == "inf"  # identical: non-finite floats are strings
+    assert by_name["logits"]["worst"]["test"] == "nan"
+    assert by_name["logits"]["test_nan"] == 1 and by_name["logits"]["is_graph_output"] is True
+    assert isinstance(by_name[FIRST_FAILING]["max_abs"], float)
+    assert by_name[FIRST_FAILING]["shape"] == [4, 8]
+    path = write_json(report, tmp_path / "out" / "report.json")
+    assert json.loads(path.read_text()) == json.loads(report_json(report))
+
+
+def test_json_float():
+    assert [json_float(x) for x in (None, 1.5, float("inf"), float("-inf"), float("nan"), np.float32(2))] == \
+        [None, 1.5, "inf", "-inf", "nan", 2.0]
+
+
+def test_html_is_self_contained_and_escaped(report, tmp_path):
+    path = write_html(report, tmp_path / "report.html")
+    text = path.read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//)""", text, re.I)
+    assert "http" not in text and "<link" not in text and "@import" not in text
+    assert SCRIPT_NAME not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert text.count("<script>") == 1  # ours, the table sorter
+    assert 'class="first-box"' in text and FIRST_FAILING in text
+    assert "<svg" in text and "<polyline" in text and "<rect" in text
+    assert "model.onnx" in text
+
+
+def test_html_without_comparisons():
+    assert "Nothing was compared" in render_html(Report())
+
+
+def test_svg_series_handles_gaps_zeros_and_infinities():
+    svg = svg_series([0.0, None, 1e-3, float("inf"), float("nan")], names=["a", "b", "c", "d", "e"],
+                     failing=[False, False, True, True, False], marker=2, log=True, title="t")
+    assert svg.count("<circle") == 3 and svg.count("<polyline") == 2 and "first failing: c" in svg
+
+
+def _console_text(report, **kwargs) -> str:
+    console = Console(record=True, width=200)
+    print_report(report, console, **kwargs)
+    return console.export_text()
+
+
+def test_console_names_first_failing(report):
+    text = _console_text(report)
+    assert f"first failing: {FIRST_FAILING} (produced by block0/fc1, MatMul)" in text
+    assert "onnxrt vs reference: 3/6 tensors passed" in text
+    assert MARKUP_NAME in text  # printed literally, not read as rich markup
+    assert "worst element" in text
+
+
+def test_console_limit_and_hidden_rows(report):
+    text = _console_text(report, order="worst", limit=2)
+    assert "4 more rows not shown" in text
+    table = text.split("more rows not shown")[0]
+    assert "logits" in table and "input" not in table  # the NaN tensor is the worst
+    text = _console_text(report, show_passing=False)
+    assert "3 passing tensors not shown" in text and "block0/relu_out" in text
+
+
+def test_console_rejects_unknown_order(report):
+    with pytest.raises(ValueError):
+        print_report(report, Console(), order="alphabetical")
+
+
+def test_text_helpers():
+    assert format_number(None) == "-" and format_number(float("inf")) == "inf" and format_number(0.000123456) == "0.000123"
+    from trtdebug.compare.metrics import Histogram
+
+    assert sparkline(Histogram(edges=[1, 2, 3, 4], counts=[0, 4, 8], log=True)) == " ▄█"
+    assert sparkline(Histogram(edges=[], counts=[], log=True, zeros=3)) == "exact"

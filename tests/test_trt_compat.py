@@ -1,0 +1,999 @@
+"""The TensorRT backend's version-adaptive logic, driven by fake ``tensorrt`` modules (no GPU, no TensorRT).
+
+The fakes model the *names* TensorRT 8.6, 10.x and 11.x expose; compat.detect must read
+features from names alone, and everything built on it (flags, marking, boundaries, the
+builder, the runner's I/O loop) must do the right thing for each.
+"""
+from __future__ import annotations
+
+import enum
+import types
+from typing import Dict, List, Optional
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from trtdebug import zoo
+from trtdebug.errors import BackendError, BackendUnavailableError, BuildError, FeedError, ParseError, UsageError
+from trtdebug.model import ModelGraph, OutputSelection
+from trtdebug.runners.tensorrt import Profile, TrtBuildConfig, compat, marking, parse_size, profiles_from_args
+from trtdebug.runners.tensorrt import boundaries as bnd
+from trtdebug.runners.tensorrt.builder import EngineBuilder, layer_onnx_node, parse_error_message
+
+
+# ----------------------------------------------------------------------------------------------
+# fake tensorrt modules
+# ----------------------------------------------------------------------------------------------
+
+class DataType(enum.Enum):
+    FLOAT = 0
+    HALF = 1
+    INT8 = 2
+    INT32 = 3
+    BOOL = 4
+    UINT8 = 5
+    BF16 = 7
+    INT64 = 8
+    FP8 = 6
+
+
+class LayerType(enum.Enum):
+    CONVOLUTION = 0
+    ACTIVATION = 1
+    CONSTANT = 2
+    SHAPE = 3
+    ELEMENTWISE = 4
+    TRIP_LIMIT = 5
+    ITERATOR = 6
+    RECURRENCE = 7
+    LOOP_OUTPUT = 8
+    SHUFFLE = 9
+    CONDITION = 10
+    CONDITIONAL_INPUT = 11
+    CONDITIONAL_OUTPUT = 12
+
+
+class TensorIOMode(enum.Enum):
+    NONE = 0
+    INPUT = 1
+    OUTPUT = 2
+
+
+def _enum(name, members):
+    return enum.IntEnum(name, {m: i for i, m in enumerate(members)})  # pybind11 enums support int()
+
+
+BASE_FLAGS = ["FP16", "INT8", "TF32", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS", "REFIT"]
+
+
+def make_trt(version: str = "8.6.0", *, flags=None, extra_flags=(), ncf=("EXPLICIT_BATCH",), max_batch_size=True,
+             network_attrs=(), context_attrs=("execute_async_v3", "set_tensor_address", "set_input_shape",
+                                               "set_output_allocator"),
+             config_attrs=("builder_optimization_level", "set_memory_pool_limit", "create_timing_cache",
+                           "set_timing_cache", "progress_monitor"),
+             parser_attrs=("supports_model",), classes=("IOutputAllocator", "IAlgorithmSelector", "IProgressMonitor"),
+             layer_metadata=True):
+    """A fake ``tensorrt`` module exposing the given names."""
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.BuilderFlag = _enum("BuilderFlag", list(flags if flags is not None else BASE_FLAGS) + list(extra_flags))
+    trt.NetworkDefinitionCreationFlag = _enum("NetworkDefinitionCreationFlag", ncf)
+    trt.MemoryPoolType = _enum("MemoryPoolType", ["WORKSPACE"])
+    trt.ProfilingVerbosity = _enum("ProfilingVerbosity", ["LAYER_NAMES_ONLY", "NONE", "DETAILED"])
+    trt.LayerInformationFormat = _enum("LayerInformationFormat", ["ONELINE", "JSON"])
+    trt.DataType = DataType
+    trt.LayerType = LayerType
+    trt.TensorIOMode = TensorIOMode
+    trt.float32 = DataType.FLOAT
+    trt.Builder = type("Builder", (), {"max_batch_size": 1} if max_batch_size else {})
+    trt.INetworkDefinition = type("INetworkDefinition", (), {a: None for a in network_attrs})
+    trt.IExecutionContext = type("IExecutionContext", (), {a: None for a in context_attrs})
+    trt.IBuilderConfig = type("IBuilderConfig", (), {a: None for a in config_attrs})
+    trt.ICudaEngine = type("ICudaEngine", (), {"create_engine_inspector": None, "get_tensor_profile_shape": None})
+    trt.OnnxParser = type("OnnxParser", (), {a: None for a in parser_attrs})
+    trt.ILayer = type("ILayer", (), {"metadata": None} if layer_metadata else {})
+    for name in classes:
+        setattr(trt, name, type(name, (), {"__init__": lambda self: None}))
+    trt.ILogger = type("ILogger", (), {"__init__": lambda self: None})
+    return trt
+
+
+def trt86():
+    return make_trt("8.6.0")
+
+
+def trt10():
+    return make_trt("10.13.0", flags=BASE_FLAGS + ["BF16", "EDITABLE_TIMING_CACHE"], ncf=("EXPLICIT_BATCH", "STRONGLY_TYPED"),
+                    max_batch_size=False, network_attrs=("mark_debug", "mark_unfused_tensors_as_debug_tensors"),
+                    context_attrs=("execute_async_v3", "set_tensor_address", "set_input_shape", "set_output_allocator",
+                                   "set_debug_listener"),
+                    parser_attrs=("supports_model", "supports_model_v2"),
+                    classes=("IOutputAllocator", "IAlgorithmSelector", "IProgressMonitor", "IDebugListener"))
+
+
+def trt11():
+    return make_trt("11.0.0", flags=["TF32", "REFIT", "EDITABLE_TIMING_CACHE"], ncf=("STRONGLY_TYPED",),
+                    max_batch_size=False, network_attrs=("mark_debug", "mark_unfused_tensors_as_debug_tensors"),
+                    context_attrs=("execute_async_v3", "set_tensor_address", "set_input_shape", "set_output_allocator",
+                                   "set_debug_listener"),
+                    parser_attrs=("supports_model_v2",),
+                    classes=("IOutputAllocator", "IProgressMonitor", "IDebugListener"))
+
+
+class FakeConfig:
+    def __init__(self):
+        self.flags = set()
+        self.pools = {}
+        self.profiles = []
+        self.cache = None
+        self.builder_optimization_level = 3
+        self.profiling_verbosity = None
+        self.progress_monitor = None
+
+    def set_flag(self, flag):
+        self.flags.add(flag.name)
+
+    def clear_flag(self, flag):
+        self.flags.discard(flag.name)
+
+    def set_memory_pool_limit(self, pool, size):
+        self.pools[pool.name] = size
+
+    def create_timing_cache(self, data):
+        return FakeCache(data)
+
+    def set_timing_cache(self, cache, ignore_mismatch=False):
+        self.cache = cache
+
+    def get_timing_cache(self):
+        return self.cache
+
+    def add_optimization_profile(self, profile):
+        self.profiles.append(profile)
+        return len(self.profiles) - 1
+
+
+class FakeCache:
+    def __init__(self, data):
+        self.data = bytes(data)
+
+    def serialize(self):
+        return self.data + b"+built"
+
+    def combine(self, other, ignore_mismatch):
+        self.data = self.data + b"|" + other.data
+        return True
+
+
+# ----------------------------------------------------------------------------------------------
+# feature detection
+# ----------------------------------------------------------------------------------------------
+
+def test_detect_tensorrt_8_6():
+    f = compat.detect(trt86())
+    assert f.explicit_batch_flag and f.fp16_flag and f.int8_flag and f.weak_typing
+    assert not f.strongly_typed and not f.bf16_flag and not f.mark_debug and not f.mark_unfused_debug
+    assert f.optimization_level and f.memory_pool_limits and f.timing_cache and f.name_based_io
+    assert f.output_allocator and f.algorithm_selector and f.supports_model and not f.supports_model_v2
+    assert not f.strong_typing_required and not f.editable_timing_cache
+
+
+def test_detect_tensorrt_10():
+    f = compat.detect(trt10())
+    assert not f.explicit_batch_flag  # EXPLICIT_BATCH still named, but implicit batch is gone
+    assert f.strongly_typed and f.bf16_flag and f.mark_debug and f.mark_unfused_debug and f.editable_timing_cache
+    assert f.weak_typing and not f.strong_typing_required and f.supports_model_v2
+
+
+def test_detect_tensorrt_11():
+    f = compat.detect(trt11())
+    assert f.strong_typing_required and not f.fp16_flag and not f.int8_flag and not f.algorithm_selector
+    assert not f.supports_model and f.supports_model_v2 and not f.obey_precision_flag
+
+
+def test_detect_without_name_based_io_is_refused():
+    f = compat.detect(make_trt("8.4.0", context_attrs=("execute_async_v2",)))
+    with pytest.raises(BackendError, match="8.6 or newer"):
+        compat.require_name_based_io(f)
+
+
+def test_network_flags_per_version():
+    t = trt86()
+    assert compat.network_flags(t, compat.detect(t), strongly_typed=False) == 1 << t.NetworkDefinitionCreationFlag.EXPLICIT_BATCH.value
+    with pytest.raises(UsageError, match="strongly-typed"):
+        compat.network_flags(t, compat.detect(t), strongly_typed=True)
+    t = trt10()
+    assert compat.network_flags(t, compat.detect(t), strongly_typed=False) == 0
+    assert compat.network_flags(t, compat.detect(t), strongly_typed=True) == 1 << t.NetworkDefinitionCreationFlag.STRONGLY_TYPED.value
+    t = trt11()
+    f = compat.detect(t)
+    assert compat.wants_strong_typing(f, False)
+    assert compat.network_flags(t, f, strongly_typed=compat.wants_strong_typing(f, False)) == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# builder configuration
+# ----------------------------------------------------------------------------------------------
+
+def test_precision_flags_on_8_6():
+    t = trt86()
+    cfg = FakeConfig()
+    notes = compat.apply_precision_flags(t, cfg, compat.detect(t), TrtBuildConfig(fp16=True, int8=True, tf32=False))
+    assert cfg.flags == {"FP16", "INT8"} and "FP16 enabled" in notes and "TF32 disabled" in notes
+    with pytest.raises(UsageError, match="BF16"):
+        compat.apply_precision_flags(t, FakeConfig(), compat.detect(t), TrtBuildConfig(bf16=True))
+
+
+def test_fp16_on_tensorrt_11_is_a_clear_usage_error():
+    t = trt11()
+    with pytest.raises(UsageError) as info:
+        compat.apply_precision_flags(t, FakeConfig(), compat.detect(t), TrtBuildConfig(fp16=True))
+    text = str(info.value)
+    assert "TensorRT 11" in text and "strongly typed" in text and "precision tools" in text
+    assert info.value.exit_code == 2
+
+
+def test_fp16_with_strongly_typed_is_refused():
+    t = trt10()
+    with pytest.raises(UsageError, match="strongly typed"):
+        compat.apply_precision_flags(t, FakeConfig(), compat.detect(t), TrtBuildConfig(fp16=True, strongly_typed=True))
+
+
+def test_precision_constraint_flag_preference():
+    t = trt86()
+    assert compat.precision_constraint_flag(t, compat.detect(t)).name == "OBEY_PRECISION_CONSTRAINTS"
+    t = make_trt("8.0.0", flags=["FP16", "STRICT_TYPES"])
+    assert compat.precision_constraint_flag(t, compat.detect(t)).name == "STRICT_TYPES"
+    t = trt11()
+    assert compat.precision_constraint_flag(t, compat.detect(t)) is None
+
+
+def test_workspace_and_optimization_level():
+    t = trt86()
+    f = compat.detect(t)
+    cfg = FakeConfig()
+    assert compat.set_workspace(t, cfg, f, 1 << 30) is None and cfg.pools == {"WORKSPACE": 1 << 30}
+    compat.set_optimization_level(cfg, f, 1)
+    assert cfg.builder_optimization_level == 1
+    with pytest.raises(UsageError):
+        compat.set_optimization_level(cfg, f, 9)
+    old = make_trt("8.2.0", config_attrs=("max_workspace_size",))
+    fo = compat.detect(old)
+    cfg = types.SimpleNamespace()
+    assert compat.set_workspace(old, cfg, fo, 123) is None and cfg.max_workspace_size == 123
+    assert "8.6" in compat.set_optimization_level(cfg, fo, 1)
+
+
+def test_detailed_profiling_and_timing_cache():
+    t = trt86()
+    f = compat.detect(t)
+    cfg = FakeConfig()
+    assert compat.set_detailed_profiling(t, cfg) and cfg.profiling_verbosity.name == "DETAILED"
+    cache = compat.create_timing_cache(cfg, f, b"old")
+    compat.attach_timing_cache(cfg, cache)
+    assert compat.serialize_timing_cache(cfg) == b"old+built"
+
+
+def test_editable_timing_cache_only_where_named():
+    t = trt86()
+    cfg = FakeConfig()
+    assert not compat.enable_editable_timing_cache(t, cfg, compat.detect(t)) and not cfg.flags
+    t = trt11()
+    assert compat.enable_editable_timing_cache(t, cfg, compat.detect(t)) and cfg.flags == {"EDITABLE_TIMING_CACHE"}
+
+
+def test_timing_cache_file_is_merged(tmp_path):
+    from trtdebug.runners.tensorrt.timing_cache import read_cache_file, save_merged
+
+    path = tmp_path / "tc.bin"
+    assert read_cache_file(path) == b""
+    f = compat.detect(trt86())
+    assert save_merged(FakeConfig(), f, path, b"A")
+    assert path.read_bytes() == b"A"
+    assert save_merged(FakeConfig(), f, path, b"B")
+    assert path.read_bytes() == b"B|A+built"  # ours combined with what was on disk
+
+
+# ----------------------------------------------------------------------------------------------
+# dtypes
+# ----------------------------------------------------------------------------------------------
+
+def test_dtype_mapping_by_name():
+    assert compat.numpy_dtype(DataType.FLOAT) == np.float32
+    assert compat.numpy_dtype(DataType.HALF) == np.float16
+    assert compat.numpy_dtype(DataType.BOOL) == np.bool_
+    assert compat.numpy_dtype(DataType.BF16) == np.uint16
+    with pytest.raises(BackendError, match="FP8"):
+        compat.numpy_dtype(DataType.FP8)
+
+
+def test_bf16_round_trip():
+    x = np.array([1.0, -2.5, 3.140625, 1e-3, np.inf, 65504.0], dtype=np.float32)
+    bits = compat.float32_to_bf16_bits(x)
+    back = compat.bf16_bits_to_float32(bits)
+    assert back.dtype == np.float32
+    np.testing.assert_allclose(back, x, rtol=1 / 128)
+    assert compat.bf16_bits_to_float32(np.array([0x3F80], np.uint16))[0] == 1.0
+    assert np.isnan(compat.bf16_bits_to_float32(compat.float32_to_bf16_bits(np.array([np.nan], np.float32))))[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# fake networks for marking and building
+# ----------------------------------------------------------------------------------------------
+
+class FakeTensor:
+    def __init__(self, name, dtype=DataType.FLOAT, shape=(2, 4), shape_tensor=False, execution=True):
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.is_shape_tensor = shape_tensor
+        self.is_execution_tensor = execution
+        self.is_network_output = False
+
+
+class FakeLayer:
+    def __init__(self, name, kind, inputs, outputs, metadata=""):
+        self.name = name
+        self.type = kind
+        self._inputs = inputs
+        self._outputs = outputs
+        self.metadata = metadata
+        self.precision = None
+        self.output_types = {}
+
+    @property
+    def num_inputs(self):
+        return len(self._inputs)
+
+    @property
+    def num_outputs(self):
+        return len(self._outputs)
+
+    def get_input(self, i):
+        return self._inputs[i]
+
+    def get_output(self, i):
+        return self._outputs[i]
+
+    def set_output_type(self, i, dtype):
+        self.output_types[i] = dtype
+
+
+class FakeNetwork:
+    def __init__(self, inputs, layers, outputs):
+        self._inputs = inputs
+        self._layers = layers
+        self._outputs = []
+        for t in outputs:
+            self.mark_output(t)
+        self.debug = []
+        self.unfused = False
+
+    num_inputs = property(lambda self: len(self._inputs))
+    num_layers = property(lambda self: len(self._layers))
+    num_outputs = property(lambda self: len(self._outputs))
+
+    def get_input(self, i):
+        return self._inputs[i]
+
+    def get_layer(self, i):
+        return self._layers[i]
+
+    def get_output(self, i):
+        return self._outputs[i]
+
+    def mark_output(self, t):
+        t.is_network_output = True
+        self._outputs.append(t)
+
+    def unmark_output(self, t):
+        t.is_network_output = False
+        self._outputs.remove(t)
+
+    def mark_debug(self, t):
+        self.debug.append(t.name)
+        return True
+
+    def mark_unfused_tensors_as_debug_tensors(self):
+        self.unfused = True
+        return True
+
+
+def _graph_model():
+    """x -> conv -> relu -> [loop body] -> add -> y, with names the fake network reuses."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["conv_out"], name="conv"),
+        helper.make_node("Relu", ["conv_out"], ["relu_out"], name="relu"),
+        helper.make_node("Shape", ["relu_out"], ["shape_out"], name="shape"),
+        helper.make_node("Reshape", ["relu_out", "shape_out"], ["reshaped"], name="reshape"),
+        helper.make_node("Relu", ["reshaped"], ["loop_result"], name="loop"),
+        helper.make_node("Add", ["loop_result", "reshaped"], ["y"], name="add"),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    return m, ModelGraph(m)
+
+
+def _fake_network():
+    x = FakeTensor("x")
+    conv_out, relu_out = FakeTensor("conv_out"), FakeTensor("relu_out")
+    helper_t = FakeTensor("(Unnamed Layer* 3) [Shuffle]_output")
+    shape_out = FakeTensor("shape_out", DataType.INT32, shape_tensor=True, execution=False)
+    const = FakeTensor("const_w")
+    reshaped = FakeTensor("reshaped")
+    it_out, body, rec_out = FakeTensor("it"), FakeTensor("body_t"), FakeTensor("rec")
+    loop_result = FakeTensor("loop_result")
+    fp8 = FakeTensor("relu_out_fp8", DataType.FP8)
+    y = FakeTensor("y")
+    layers = [
+        FakeLayer("conv", LayerType.CONVOLUTION, [x], [conv_out], "[ONNX Layer: conv]"),
+        FakeLayer("relu", LayerType.ACTIVATION, [conv_out], [relu_out], "[ONNX Layer: relu]"),
+        FakeLayer("relu_1", LayerType.SHUFFLE, [relu_out], [helper_t]),
+        FakeLayer("shape", LayerType.SHAPE, [relu_out], [shape_out]),
+        FakeLayer("w", LayerType.CONSTANT, [], [const]),
+        FakeLayer("reshape", LayerType.SHUFFLE, [relu_out, shape_out], [reshaped]),
+        FakeLayer("trip", LayerType.TRIP_LIMIT, [const], []),
+        FakeLayer("iter", LayerType.ITERATOR, [reshaped], [it_out]),
+        FakeLayer("body", LayerType.ACTIVATION, [it_out], [body]),
+        FakeLayer("rec", LayerType.RECURRENCE, [body], [rec_out]),
+        FakeLayer("loop_out", LayerType.LOOP_OUTPUT, [rec_out], [loop_result]),
+        FakeLayer("cast", LayerType.ACTIVATION, [relu_out], [fp8]),
+        FakeLayer("add", LayerType.ELEMENTWISE, [loop_result, reshaped], [y], "[ONNX Layer: add]"),
+    ]
+    return FakeNetwork([x], layers, [y])
+
+
+def test_loop_body_layers_found_by_data_flow():
+    net = _fake_network()
+    inside = marking.loop_body_layers(marking.layers(net))
+    names = {net.get_layer(i).name for i in inside}
+    assert names == {"trip", "iter", "body", "rec"}
+
+
+def test_mark_all_plan_skips_what_tensorrt_forbids_and_internal_names():
+    net = _fake_network()
+    _, graph = _graph_model()
+    plan = marking.plan_marking(net, graph, OutputSelection(mark_all=True))
+    assert plan.mark == ["conv_out", "relu_out", "reshaped", "loop_result"]
+    assert plan.already_outputs == ["y"]
+    reasons = dict(plan.skipped)
+    assert reasons["shape_out"] == "shape computation"
+    assert reasons["const_w"] == "constant"
+    assert reasons["(Unnamed Layer* 3) [Shuffle]_output"] == marking.REASON_NO_ONNX_NAME
+    assert reasons["it"] == marking.REASON_LOOP and reasons["body_t"] == marking.REASON_LOOP
+    assert "FP8" in reasons["relu_out_fp8"]
+    extra = plan.as_extra()
+    assert extra["marked"] == plan.mark and extra["skipped_counts"][marking.REASON_LOOP] == 3
+    marking.apply_marking(net, plan)
+    assert [net.get_output(i).name for i in range(net.num_outputs)] == ["y", "conv_out", "relu_out", "reshaped", "loop_result"]
+
+
+def test_explicit_names_and_exclusions():
+    net = _fake_network()
+    _, graph = _graph_model()
+    plan = marking.plan_marking(net, graph, OutputSelection(names=("relu_out", "shape_out"), exclude=("y",)))
+    assert plan.mark == ["relu_out"] and plan.unmark == ["y"] and plan.outputs == ["relu_out"]
+    assert dict(plan.skipped)["shape_out"] == "shape computation"
+    with pytest.raises(UsageError, match="unknown tensor"):
+        marking.plan_marking(net, graph, OutputSelection(names=("nope",)))
+    with pytest.raises(UsageError, match="no outputs"):
+        marking.plan_marking(_fake_network(), graph, OutputSelection(exclude=("y",)))
+    plan = marking.plan_marking(_fake_network(), graph, OutputSelection(mark_all=True, exclude=("relu_out",)))
+    assert "relu_out" not in plan.mark and dict(plan.skipped)["relu_out"] == marking.REASON_EXCLUDED
+
+
+def test_requested_name_missing_from_network_is_skipped_with_reason():
+    net = _fake_network()
+    model, graph = _graph_model()
+    net._layers = [l for l in net._layers if l.name != "conv"]  # the parser folded it
+    plan = marking.plan_marking(net, graph, OutputSelection(names=("conv_out",)))
+    assert dict(plan.skipped)["conv_out"] == marking.REASON_NOT_IN_NETWORK
+
+
+def test_layer_onnx_node_matching():
+    layer = FakeLayer("whatever", LayerType.ACTIVATION, [], [], "[ONNX Layer: a/b]")
+    assert layer_onnx_node(layer, {"a/b"}, set()) == "a/b"
+    assert layer_onnx_node(FakeLayer("conv", LayerType.ACTIVATION, [], [], ""), {"conv"}, set()) == "conv"
+    assert layer_onnx_node(FakeLayer("conv_2", LayerType.ACTIVATION, [], [], ""), {"conv"}, {"conv"}) == "conv"
+    assert layer_onnx_node(FakeLayer("conv_2", LayerType.ACTIVATION, [], [], ""), {"conv"}, {"conv", "conv_2"}) is None
+
+
+# ----------------------------------------------------------------------------------------------
+# parser errors and the builder, with a fake TensorRT
+# ----------------------------------------------------------------------------------------------
+
+class FakeParserError:
+    def __init__(self, node, desc, code="UNSUPPORTED_NODE", node_name=None, node_operator=None):
+        self._node, self._desc, self._code = node, desc, code
+        if node_name is not None:
+            self.node_name = lambda: node_name
+            self.node_operator = lambda: node_operator
+
+    def node(self):
+        return self._node
+
+    def desc(self):
+        return self._desc
+
+    def code(self):
+        return types.SimpleNamespace(name=self._code)
+
+
+def test_parse_error_message_names_node_and_op():
+    model, _ = _graph_model()
+    parser = types.SimpleNamespace(num_errors=2, get_error=lambda i: [
+        FakeParserError(3, "No importer registered for op: Reshape"),
+        FakeParserError(-1, "Assertion failed", code="MODEL_DESERIALIZE_FAILED", node_name="named", node_operator="MyOp"),
+    ][i])
+    text = parse_error_message(parser, model)
+    assert "node 'reshape' (Reshape): No importer registered for op: Reshape [UNSUPPORTED_NODE]" in text
+    assert "node 'named' (MyOp): Assertion failed [MODEL_DESERIALIZE_FAILED]" in text
+
+
+def _fake_trt_for_builder(trt, network_factory, *, parse_ok=True, build_ok=True, errors=()):
+    """Attach Builder/OnnxParser behaviour to a fake module."""
+    state = types.SimpleNamespace(configs=[], networks=[], flags=[])
+
+    class Profile_:
+        def __init__(self):
+            self.shapes = {}
+
+        def set_shape(self, name, mn, opt, mx):
+            self.shapes[name] = (tuple(mn), tuple(opt), tuple(mx))
+
+    class Builder:
+        def __init__(self, logger):
+            self.logger = logger
+
+        def create_network(self, flags):
+            state.flags.append(flags)
+            net = network_factory()
+            state.networks.append(net)
+            return net
+
+        def create_builder_config(self):
+            cfg = FakeConfig()
+            state.configs.append(cfg)
+            return cfg
+
+        def create_optimization_profile(self):
+            return Profile_()
+
+        def build_serialized_network(self, network, config):
+            if not build_ok:
+                self.logger.log(types.SimpleNamespace(name="ERROR"), "Could not find any implementation for node conv")
+                return None
+            return b"ENGINE:" + ",".join(network.get_output(i).name for i in range(network.num_outputs)).encode()
+
+    class OnnxParser:
+        def __init__(self, network, logger):
+            self.num_errors = 0 if parse_ok else len(errors)
+
+        def parse(self, data):
+            return parse_ok
+
+        def get_error(self, i):
+            return errors[i]
+
+    if hasattr(trt.Builder, "max_batch_size"):  # keep the version's names
+        Builder.max_batch_size = 1
+    trt.Builder = Builder
+    trt.OnnxParser = OnnxParser
+    return state
+
+
+def test_engine_builder_marks_configures_and_builds():
+    trt = trt86()
+    model, graph = _graph_model()
+    state = _fake_trt_for_builder(trt, _fake_network)
+    cfg = TrtBuildConfig(fp16=True, workspace=1 << 20, builder_optimization_level=1, fp32_nodes=("relu", "add", "ghost"))
+    eb = EngineBuilder(trt, model, graph, cfg, show_progress=False)
+    result = eb.build(OutputSelection(mark_all=True))
+    assert result.engine_bytes == b"ENGINE:y,conv_out,relu_out,reshaped,loop_result"
+    c = state.configs[-1]
+    assert {"FP16", "OBEY_PRECISION_CONSTRAINTS"} <= c.flags and c.pools == {"WORKSPACE": 1 << 20}
+    assert c.builder_optimization_level == 1 and c.profiling_verbosity.name == "DETAILED"
+    net = state.networks[-1]
+    relu, relu_1, add = net.get_layer(1), net.get_layer(2), net.get_layer(12)
+    assert relu.precision == DataType.FLOAT and relu_1.precision == DataType.FLOAT and add.precision == DataType.FLOAT
+    assert net.get_layer(0).precision is None
+    assert any("FP32 forced on 2 ONNX node(s); no TensorRT layer found for ghost" in n for n in result.notes)
+    assert state.flags[-1] == 1  # EXPLICIT_BATCH on 8.6
+
+
+def test_engine_builder_derives_a_profile_from_feed_shapes():
+    trt = trt86()
+    model, graph = _graph_model()
+
+    def dynamic_network():
+        net = _fake_network()
+        net._inputs[0].shape = (-1, 4)
+        return net
+
+    state = _fake_trt_for_builder(trt, dynamic_network)
+    eb = EngineBuilder(trt, model, graph, TrtBuildConfig(), show_progress=False)
+    with pytest.raises(UsageError, match="dynamic shapes"):
+        eb.build()
+    result = eb.build(feed_shapes={"x": (3, 4)})
+    assert state.configs[-1].profiles[0].shapes == {"x": ((3, 4), (3, 4), (3, 4))}
+    assert any("min=opt=max" in n for n in result.notes)
+    prof = Profile(min={"x": (1, 4)}, opt={"x": (2, 4)}, max={"x": (8, 4)})
+    eb2 = EngineBuilder(trt, model, graph, TrtBuildConfig(profiles=(prof, prof)), show_progress=False)
+    eb2.build()
+    assert len(state.configs[-1].profiles) == 2
+    bad = Profile(min={"nope": (1, 4)}, opt={"nope": (1, 4)}, max={"nope": (1, 4)})
+    with pytest.raises(UsageError, match="unknown input"):
+        EngineBuilder(trt, model, graph, TrtBuildConfig(profiles=(bad,)), show_progress=False).build()
+
+
+def test_engine_builder_parse_and_build_failures_carry_tensorrt_text():
+    trt = trt86()
+    model, graph = _graph_model()
+    _fake_trt_for_builder(trt, _fake_network, parse_ok=False, errors=[FakeParserError(4, "unsupported op")])
+    with pytest.raises(ParseError) as info:
+        EngineBuilder(trt, model, graph, TrtBuildConfig(), show_progress=False).build()
+    assert "node 'loop' (Relu): unsupported op" in str(info.value) and info.value.exit_code == 3
+    trt = trt86()
+    _fake_trt_for_builder(trt, _fake_network, build_ok=False)
+    with pytest.raises(BuildError, match="Could not find any implementation for node conv"):
+        EngineBuilder(trt, model, graph, TrtBuildConfig(), show_progress=False).build()
+
+
+def test_engine_builder_debug_tensors_need_tensorrt_10():
+    model, graph = _graph_model()
+    trt = trt86()
+    _fake_trt_for_builder(trt, _fake_network)
+    with pytest.raises(UsageError, match="10.0"):
+        EngineBuilder(trt, model, graph, TrtBuildConfig(), show_progress=False).build(debug_names=["relu_out"])
+    trt = trt10()
+    state = _fake_trt_for_builder(trt, _fake_network)
+    result = EngineBuilder(trt, model, graph, TrtBuildConfig(), show_progress=False).build(debug_names=["relu_out", "gone"])
+    assert result.debug_tensors == ["relu_out"] and state.networks[-1].debug == ["relu_out"]
+    assert state.flags[-1] == 0  # no EXPLICIT_BATCH on 10.x
+    result = EngineBuilder(trt, model, graph, TrtBuildConfig(), show_progress=False).build(unfused_debug=True)
+    assert result.unfused_debug and state.networks[-1].unfused
+
+
+def test_engine_builder_timing_cache_round_trip(tmp_path):
+    trt = trt86()
+    model, graph = _graph_model()
+    _fake_trt_for_builder(trt, _fake_network)
+    path = tmp_path / "cache.bin"
+    eb = EngineBuilder(trt, model, graph, TrtBuildConfig(timing_cache=path), show_progress=False)
+    assert not eb.cache_loaded
+    eb.build()
+    eb.build()  # the second build starts from the first one's cache, in memory
+    assert eb.cache_bytes == b"+built+built"
+    assert eb.save_timing_cache() and path.read_bytes() == b"+built+built"
+    assert EngineBuilder(trt, model, graph, TrtBuildConfig(timing_cache=path), show_progress=False).cache_loaded
+
+
+def test_fp16_on_fake_tensorrt_11_fails_before_building():
+    trt = trt11()
+    model, graph = _graph_model()
+    _fake_trt_for_builder(trt, _fake_network)
+    with pytest.raises(UsageError, match="TensorRT 11"):
+        EngineBuilder(trt, model, graph, TrtBuildConfig(fp16=True), show_progress=False).build()
+
+
+# ----------------------------------------------------------------------------------------------
+# fused-layer boundaries
+# ----------------------------------------------------------------------------------------------
+
+def test_boundary_mode_by_features():
+    assert bnd.choose_mode(compat.detect(trt86())) == bnd.MODE_OUTPUTS
+    assert bnd.choose_mode(compat.detect(trt10())) == bnd.MODE_UNFUSED_DEBUG
+    t = trt10()
+    del t.INetworkDefinition.mark_unfused_tensors_as_debug_tensors
+    assert bnd.choose_mode(compat.detect(t)) == bnd.MODE_DEBUG
+    assert bnd.choose_mode(compat.detect(trt10()), prefer_outputs=True) == bnd.MODE_OUTPUTS
+
+
+def _layer(name, outputs, kind="CaskConvolution"):
+    return {"Name": name, "LayerType": kind, "Outputs": [{"Name": o} for o in outputs]}
+
+
+def test_boundary_tensors_keep_onnx_names_in_topological_order():
+    _, graph = _graph_model()
+    layers = [_layer("conv + relu", ["relu_out"]), _layer("Reformatting CopyNode", ["relu_out copy"], "Reformat"),
+              _layer("reshape", ["reshaped"]), _layer("myelin", ["__myl_internal"]), _layer("add", ["y"]),
+              _layer("loop", ["loop_result"]), "a layer name only"]
+    assert bnd.boundary_tensors(layers, graph) == ["relu_out", "reshaped", "loop_result"]
+
+
+def test_compare_layers_detects_changed_fusion():
+    before = [_layer("conv + relu", ["relu_out"]), _layer("add", ["y"])]
+    same = [_layer("conv + relu", ["relu_out"]), _layer("Reformatting CopyNode for Output", ["x"], "Reformat"),
+            _layer("add", ["y"])]
+    check = bnd.compare_layers(before, same)
+    assert check.preserved and check.reformats_added == 1
+    split = [_layer("conv", ["conv_out"]), _layer("relu", ["relu_out"]), _layer("add", ["y"])]
+    check = bnd.compare_layers(before, split)
+    assert not check.preserved and check.removed == ["conv + relu"] and check.added == ["conv", "relu"]
+    assert check.as_extra()["changed_layers"] == {"removed": ["conv + relu"], "added": ["conv", "relu"]}
+
+
+class FakeCudaMemory:
+    """A fake Cuda: device memory is a dict of numpy byte arrays keyed by pointer."""
+
+    def __init__(self):
+        self.mem: Dict[int, np.ndarray] = {}
+        self.next = 0x1000
+        self.freed = []
+        self.syncs = 0
+
+    def malloc(self, nbytes):
+        ptr = self.next
+        self.next += max(int(nbytes), 1) + 256
+        self.mem[ptr] = np.zeros(max(int(nbytes), 1), np.uint8)
+        return ptr
+
+    def free(self, ptr):
+        self.freed.append(ptr)
+        self.mem.pop(ptr, None)
+
+    def _find(self, ptr):
+        for base, buf in self.mem.items():
+            if base <= ptr < base + buf.size:
+                return buf, ptr - base
+        raise AssertionError(f"bad pointer {ptr:#x}")
+
+    def htod_async(self, dst, host, stream):
+        buf, off = self._find(dst)
+        buf[off:off + host.nbytes] = np.frombuffer(np.ascontiguousarray(host).tobytes(), np.uint8)
+
+    def dtoh_async(self, host, src, stream):
+        buf, off = self._find(src)
+        host.reshape(-1).view(np.uint8)[:] = buf[off:off + host.nbytes]
+
+    def stream_create(self):
+        return 7
+
+    def stream_sync(self, stream):
+        self.syncs += 1
+
+    def stream_destroy(self, stream):
+        pass
+
+
+def test_debug_listener_copies_kept_tensors_only():
+    trt = trt10()
+    trt.TensorLocation = _enum("TensorLocation", ["DEVICE", "HOST"])
+    cuda = FakeCudaMemory()
+    ptr = cuda.malloc(16)
+    cuda.htod_async(ptr, np.arange(4, dtype=np.float32), None)
+    listener = bnd.make_debug_listener(trt, cuda, keep={"relu_out"})
+    assert listener.process_debug_tensor(ptr, trt.TensorLocation.DEVICE, DataType.FLOAT, (2, 2), "relu_out", 7)
+    listener.process_debug_tensor(ptr, trt.TensorLocation.DEVICE, DataType.FLOAT, (4,), "__myl_x", 7)
+    np.testing.assert_array_equal(listener.captured["relu_out"], np.arange(4, dtype=np.float32).reshape(2, 2))
+    assert listener.dropped == ["__myl_x"] and not listener.errors
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA wrapper, logger, progress, config parsing
+# ----------------------------------------------------------------------------------------------
+
+class CudaErr(enum.IntEnum):
+    cudaSuccess = 0
+    cudaErrorMemoryAllocation = 2
+    cudaErrorNoDevice = 100
+
+
+def test_cuda_error_codes_become_typed_errors():
+    from trtdebug.runners.tensorrt.cuda import Cuda, pointer_value
+
+    rt = types.SimpleNamespace(
+        cudaGetDeviceCount=lambda: (CudaErr.cudaErrorNoDevice, 0),
+        cudaMalloc=lambda n: (CudaErr.cudaErrorMemoryAllocation, 0),
+        cudaStreamCreate=lambda: (CudaErr.cudaSuccess, 42),
+    )
+    cuda = Cuda(rt)
+    with pytest.raises(BackendUnavailableError, match="cudaErrorNoDevice"):
+        cuda.require_device()
+    with pytest.raises(BackendError, match="cudaErrorMemoryAllocation") as info:
+        cuda.malloc(10)
+    assert not isinstance(info.value, BackendUnavailableError)
+    assert cuda.stream_create() == 42
+    assert pointer_value(1234) == 1234
+
+
+def test_logger_captures_errors_in_windows():
+    from trtdebug.runners.tensorrt.logger import make_logger
+
+    trt = trt86()
+    logger = make_logger(trt)
+    sev = types.SimpleNamespace
+    logger.log(sev(name="ERROR"), "old failure")
+    logger.messages.mark()
+    logger.log(sev(name="WARNING"), "a warning")
+    logger.log(sev(name="ERROR"), "Parameter check failed")
+    logger.log(sev(name="ERROR"), "Parameter check failed")
+    logger.log(sev(name="VERBOSE"), "noise")
+    assert logger.messages.error_text() == "Parameter check failed"
+    assert ("VERBOSE", "noise") not in logger.messages.messages
+
+
+def test_build_progress_tracks_phases_without_a_terminal():
+    from trtdebug.runners.tensorrt.progress import BuildProgress
+
+    p = BuildProgress(enabled=False)
+    with p:
+        p.phase_start("Building engine", 3)
+        assert p.step("Building engine", 0)
+        assert "Building engine 1/3" in p.text()
+        p.phase_finish("Building engine")
+    assert p.events == 3
+
+
+def test_build_progress_renders_with_rich():
+    import io
+
+    from rich.console import Console
+
+    from trtdebug.runners.tensorrt.progress import BuildProgress
+
+    console = Console(file=io.StringIO(), force_terminal=True)
+    with BuildProgress(enabled=True, console=console) as p:
+        p.phase_start("Tactic timing", 10)
+        p.step("Tactic timing", 4)
+    assert p.elapsed >= 0
+
+
+def test_parse_size():
+    assert parse_size("4G") == 4 << 30
+    assert parse_size("512M") == 512 << 20
+    assert parse_size("1.5GiB") == int(1.5 * (1 << 30))
+    assert parse_size("1048576") == 1 << 20
+    for bad in ("four", "4X", "0", "-1G"):
+        with pytest.raises(UsageError):
+            parse_size(bad)
+
+
+def test_profiles_from_args():
+    profs = profiles_from_args([["x:[1,4,64]"], ["x:[1,1,64]"]], [["x:[2,8,64]"], ["x:[1,2,64]"]],
+                               [["x:[4,16,64]"], ["x:[1,4,64]"]])
+    assert len(profs) == 2 and profs[0].opt["x"] == (2, 8, 64) and profs[1].max["x"] == (1, 4, 64)
+    assert profiles_from_args([], [], []) == []
+    assert profiles_from_args(["x:[1,2]"], [], ["x:[3,4]"])[0].opt == {"x": (3, 4)}
+    with pytest.raises(UsageError, match="same number"):
+        profiles_from_args([["x:[1,2]"]], [], [])
+    with pytest.raises(UsageError, match="min <= opt <= max"):
+        profiles_from_args([["x:[4,2]"]], [], [["x:[3,4]"]])
+    with pytest.raises(UsageError, match="same inputs"):
+        profiles_from_args([["x:[1,2]"]], [], [["y:[3,4]"]])
+
+
+# ----------------------------------------------------------------------------------------------
+# the runner's I/O loop with a fake engine
+# ----------------------------------------------------------------------------------------------
+
+class FakeEngine:
+    """Engine with input ``ids`` (INT32, dynamic batch) and outputs ``double`` (FLOAT) and ``mask`` (BOOL)."""
+
+    def __init__(self, profiles=((1, 4),)):
+        self.profiles = profiles
+        self.num_io_tensors = 3
+        self.num_optimization_profiles = len(profiles)
+
+    def get_tensor_name(self, i):
+        return ["ids", "double", "mask"][i]
+
+    def get_tensor_mode(self, name):
+        return TensorIOMode.INPUT if name == "ids" else TensorIOMode.OUTPUT
+
+    def get_tensor_dtype(self, name):
+        return {"ids": DataType.INT32, "double": DataType.FLOAT, "mask": DataType.BOOL}[name]
+
+    def get_tensor_shape(self, name):
+        return (-1, 3)
+
+    def get_tensor_profile_shape(self, name, p):
+        lo, hi = self.profiles[p]
+        return ((lo, 3), (lo, 3), (hi, 3))
+
+
+class FakeContext:
+    def __init__(self, engine, cuda):
+        self.engine, self.cuda = engine, cuda
+        self.addresses, self.shapes, self.profile = {}, {}, 0
+
+    def set_input_shape(self, name, shape):
+        lo, hi = self.engine.profiles[self.profile]
+        if not lo <= shape[0] <= hi:
+            return False
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def set_optimization_profile_async(self, p, stream):
+        self.profile = p
+
+    def get_tensor_shape(self, name):
+        return self.shapes.get("ids", (-1, 3))
+
+    def set_tensor_address(self, name, ptr):
+        self.addresses[name] = ptr
+
+    def execute_async_v3(self, stream):
+        n = int(np.prod(self.shapes["ids"]))
+        ids = np.empty(n, np.int32)
+        self.cuda.dtoh_async(ids, self.addresses["ids"], stream)
+        self.cuda.htod_async(self.addresses["double"], (ids * 2).astype(np.float32), stream)
+        self.cuda.htod_async(self.addresses["mask"], ids > 1, stream)
+        return True
+
+
+def _fake_runner(monkeypatch, engine):
+    from trtdebug.runners.tensorrt import cuda as cuda_mod
+    from trtdebug.runners.tensorrt import engine as engine_mod
+    from trtdebug.runners.tensorrt.runner import TrtRunner
+
+    trt = trt86()
+    fake_cuda = FakeCudaMemory()
+    monkeypatch.setattr(compat, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(cuda_mod, "get_cuda", lambda: fake_cuda)
+    engine.create_execution_context = lambda: FakeContext(engine, fake_cuda)
+    monkeypatch.setattr(engine_mod, "deserialize", lambda trt_, logger, data, what="engine": (object(), engine))
+    monkeypatch.setattr(engine_mod, "read_engine_file", lambda path: b"engine")
+    monkeypatch.setattr(engine_mod, "layer_information", lambda *a, **k: [{"Name": "fake"}])
+    return TrtRunner("model.engine"), fake_cuda
+
+
+def test_runner_io_loop_casts_int64_and_reads_outputs(monkeypatch):
+    runner, cuda = _fake_runner(monkeypatch, FakeEngine())
+    with runner:
+        meta = runner.input_metadata()
+        assert meta["ids"].dtype is None and meta["ids"].shape == (None, 3)
+        out = runner.infer({"ids": np.array([[1, 2, 3], [4, 5, 6]], np.int64)})
+        np.testing.assert_array_equal(out["double"], [[2, 4, 6], [8, 10, 12]])
+        assert out["double"].dtype == np.float32 and out["mask"].dtype == np.bool_
+        assert out["mask"].tolist() == [[False, True, True], [True, True, True]]
+        assert any("cast from int64 to int32" in n for n in runner.extra["notes"])
+        assert runner.extra["marked"] == ["double", "mask"] and runner.extra["layers"] == [{"Name": "fake"}]
+        bigger = runner.infer({"ids": np.ones((4, 3), np.int64)})  # buffers grow
+        assert bigger["double"].shape == (4, 3)
+        with pytest.raises(FeedError, match="does not accept"):
+            runner.infer({"ids": np.ones((5, 3), np.int64)})
+        with pytest.raises(FeedError, match="outside the range"):
+            runner.infer({"ids": np.full((1, 3), 2**40, np.int64)})
+    assert cuda.freed  # buffers released on deactivate
+
+
+def test_runner_selects_the_profile_that_fits(monkeypatch):
+    runner, _ = _fake_runner(monkeypatch, FakeEngine(profiles=((1, 2), (3, 8))))
+    with runner:
+        assert runner.infer({"ids": np.ones((2, 3), np.int32)})["double"].shape == (2, 3)
+        assert runner.infer({"ids": np.ones((6, 3), np.int32)})["double"].shape == (6, 3)
+        assert runner._profile == 1
+        with pytest.raises(FeedError, match="no optimization profile"):
+            runner.infer({"ids": np.ones((9, 3), np.int32)})
+
+
+def test_missing_tensorrt_is_backend_unavailable(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def blocked(name, *args, **kwargs):
+        if name.split(".")[0] == "tensorrt":
+            raise ImportError("No module named 'tensorrt'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", blocked)
+    with pytest.raises(BackendUnavailableError, match="pip install 'trtdebug\\[trt\\]'"):
+        compat.import_tensorrt()
+
+
+def test_factory_is_import_safe_and_lazy():
+    import sys
+
+    from trtdebug.runners.tensorrt import make_trt_runner
+
+    model = zoo.conv_net(batch=1)
+    runner = make_trt_runner(model, config=TrtBuildConfig(), outputs=OutputSelection(mark_all=True))
+    assert runner.name == "tensorrt" and not runner.is_active
+    assert "tensorrt" not in sys.modules or hasattr(sys.modules["tensorrt"], "Builder")
+    with pytest.raises(UsageError):
+        make_trt_runner("x.engine", config=TrtBuildConfig(fp16=True))

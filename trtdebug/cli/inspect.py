@@ -1,0 +1,109 @@
+"""``trtdebug inspect model|engine|capability``: thin commands over :mod:`trtdebug.inspect`.
+
+Errors are raised as :class:`trtdebug.errors.TrtDebugError`; the main CLI turns them into one line
+and an exit code.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import typer
+
+from trtdebug.cli import common
+
+inspect_app = typer.Typer(
+    name="inspect",
+    help="Look inside an ONNX model or a TensorRT engine, and see which nodes TensorRT supports.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+_JSON_HELP = "Also write the result as JSON to FILE (written atomically)."
+# ``--verbose`` is read by trtdebug.cli.main (tracebacks); capability also passes it to TensorRT's logger.
+
+
+def _console(stderr: bool = False):
+    return common.stderr_console() if stderr else common.stdout_console()
+
+
+def _write_json(path: Path, data: Dict[str, Any], inputs: List[Optional[Path]]) -> None:
+    from trtdebug.util.files import refuse_to_overwrite_inputs, write_text_atomic
+
+    refuse_to_overwrite_inputs([path], inputs)
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+@inspect_app.command("model")
+def model_command(
+    model: Path = typer.Argument(..., metavar="MODEL.onnx", help="The ONNX model.", show_default=False),
+    json_path: Optional[Path] = typer.Option(None, "--json", metavar="FILE", help=_JSON_HELP, show_default=False),
+    verbose: bool = common.VERBOSE,
+) -> None:
+    """Inputs, outputs (dtype, shape, dynamic dims), opset, operator histogram, node and parameter counts."""
+    from trtdebug.inspect.model import inspect_model, render_model_summary
+
+    if json_path is not None:
+        from trtdebug.util.files import refuse_to_overwrite_inputs
+
+        refuse_to_overwrite_inputs([json_path], [model])
+    summary = inspect_model(model)
+    render_model_summary(summary, _console())
+    if json_path is not None:
+        _write_json(json_path, summary.to_dict(), [model])
+
+
+@inspect_app.command("engine")
+def engine_command(
+    engine: Path = typer.Argument(..., metavar="FILE.engine", help="A serialized TensorRT engine.", show_default=False),
+    model: Optional[Path] = typer.Option(None, "--model", metavar="MODEL.onnx", show_default=False,
+                                         help="The ONNX model the engine was built from: checks and completes "
+                                              "the layer -> ONNX node map."),
+    profile: int = typer.Option(0, "--profile", min=0, help="Optimization profile whose layers to list."),
+    json_path: Optional[Path] = typer.Option(None, "--json", metavar="FILE", help=_JSON_HELP, show_default=False),
+    verbose: bool = common.VERBOSE,
+) -> None:
+    """I/O tensors with per-profile shapes, layers with type, precision, tactic and ONNX nodes, device memory.
+
+    Needs TensorRT.  Per-layer details need an engine built with detailed profiling verbosity.
+    """
+    from trtdebug.inspect.engine import inspect_engine, render_engine_summary
+
+    if json_path is not None:
+        from trtdebug.util.files import refuse_to_overwrite_inputs
+
+        refuse_to_overwrite_inputs([json_path], [engine, model])
+    summary = inspect_engine(engine, model=model, profile=profile)
+    render_engine_summary(summary, _console())
+    if json_path is not None:
+        _write_json(json_path, summary.to_dict(), [engine, model])
+
+
+@inspect_app.command("capability")
+def capability_command(
+    model: Path = typer.Argument(..., metavar="MODEL.onnx", help="The ONNX model.", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", show_default=False,
+                                       help="Save every supported and unsupported subgraph as its own ONNX model, "
+                                            "and capability.json, in DIR (a new, empty, or earlier capability directory)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", metavar="FILE", help=_JSON_HELP, show_default=False),
+    verbose: bool = common.VERBOSE,
+) -> None:
+    """Which nodes TensorRT's ONNX parser supports: subgraphs and a summary (operator, count, reason, nodes).
+
+    Needs TensorRT.
+    """
+    from trtdebug.inspect.capability import inspect_capability, render_capability
+
+    if json_path is not None:
+        from trtdebug.util.files import refuse_to_overwrite_inputs
+
+        refuse_to_overwrite_inputs([json_path], [model])
+    status = _console(stderr=True)
+    report = inspect_capability(model, out, verbose=verbose,
+                                progress=lambda msg: status.print(msg, style="dim", markup=False))
+    render_capability(report, _console())
+    if json_path is not None:
+        _write_json(json_path, report.to_dict(), [model])

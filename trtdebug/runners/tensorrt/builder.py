@@ -1,0 +1,312 @@
+"""ONNX -> TensorRT engine: parse, configure, build - with TensorRT's own words on failure.
+
+:class:`EngineBuilder` holds what several builds of one command share (the TensorRT module,
+its feature set, the logger, the timing cache in memory), so the fused-boundary mode's second
+build and the rebuild for new feed shapes are fast.  Each :meth:`EngineBuilder.build` parses
+the model afresh (a network is consumed by marking), marks outputs, and builds.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from trtdebug.errors import BuildError, ParseError, UsageError
+from trtdebug.model.surgery import OutputSelection
+from trtdebug.runners.tensorrt import compat, marking
+from trtdebug.runners.tensorrt.config import Profile, TrtBuildConfig
+from trtdebug.runners.tensorrt.logger import shared_logger
+from trtdebug.runners.tensorrt.progress import BuildProgress, make_progress_monitor
+from trtdebug.runners.tensorrt.timing_cache import read_cache_file, save_merged
+
+log = logging.getLogger(__name__)
+
+Shapes = Mapping[str, Tuple[int, ...]]
+
+
+@dataclass
+class ParsedNetwork:
+    """A parsed network and what must outlive it (the parser owns the weights until the build)."""
+
+    builder: object
+    network: object
+    parser: object
+    scratch: Optional[tempfile.TemporaryDirectory] = None
+
+    def input_shapes(self) -> Dict[str, Tuple[int, ...]]:
+        out = {}
+        for i in range(self.network.num_inputs):
+            t = self.network.get_input(i)
+            out[t.name] = tuple(int(d) for d in t.shape)
+        return out
+
+
+@dataclass
+class BuildResult:
+    engine_bytes: bytes
+    marking: marking.MarkPlan
+    seconds: float
+    notes: List[str] = field(default_factory=list)
+    profiles: List[Profile] = field(default_factory=list)
+    debug_tensors: List[str] = field(default_factory=list)
+    unfused_debug: bool = False
+
+
+def parse_error_message(parser, model=None) -> str:
+    """One line per parser error: node name, op type, reason (and TensorRT's error code)."""
+    nodes = list(model.graph.node) if model is not None else []
+    lines = []
+    for i in range(int(getattr(parser, "num_errors", 0))):
+        err = parser.get_error(i)
+        desc = _call(err, "desc") or str(err)
+        code = _call(err, "code")
+        code_name = getattr(code, "name", None) or (str(code).rsplit(".", 1)[-1] if code is not None else "")
+        node_name = _call(err, "node_name") or ""
+        op = _call(err, "node_operator") or ""
+        index = _call(err, "node")
+        if isinstance(index, int) and 0 <= index < len(nodes):
+            node_name = node_name or nodes[index].name
+            op = op or nodes[index].op_type
+        where = f"node {node_name!r}" if node_name else (f"node #{index}" if isinstance(index, int) and index >= 0 else "model")
+        if op:
+            where += f" ({op})"
+        lines.append(f"{where}: {desc.strip()}" + (f" [{code_name}]" if code_name else ""))
+    return "\n".join(lines)
+
+
+def _call(obj, name: str):
+    fn = getattr(obj, name, None)
+    if fn is None:
+        return None
+    try:
+        return fn() if callable(fn) else fn
+    except Exception:  # noqa: BLE001 - an accessor missing in this version
+        return None
+
+
+class EngineBuilder:
+    """Builds engines for one model with one build configuration (several builds allowed)."""
+
+    def __init__(self, trt, model, graph, config: TrtBuildConfig, *, show_progress: Optional[bool] = None) -> None:
+        self.trt = trt
+        self.model = model
+        self.graph = graph
+        self.config = config
+        self.features = compat.detect(trt)
+        self.logger = shared_logger(trt, verbose=config.verbose)
+        self.show_progress = show_progress
+        self.cache_bytes: bytes = read_cache_file(config.timing_cache)
+        self.cache_loaded = bool(self.cache_bytes)
+        self.progress_events = 0
+        self._cache_config = None  # a config kept to create/merge timing caches at save time
+
+    # -- parsing ---------------------------------------------------------------------------
+    def parse(self) -> ParsedNetwork:
+        trt, f = self.trt, self.features
+        strongly = compat.wants_strong_typing(f, self.config.strongly_typed)
+        builder = trt.Builder(self.logger)
+        if builder is None:
+            raise BuildError(f"TensorRT could not create a builder: {self.logger.messages.error_text('unknown error')}")
+        network = builder.create_network(compat.network_flags(trt, f, strongly_typed=strongly))
+        parser = trt.OnnxParser(network, self.logger)
+        self.logger.messages.mark()
+        scratch = None
+        from trtdebug.model.loader import PROTOBUF_LIMIT, save_model
+
+        if self.model.ByteSize() < PROTOBUF_LIMIT:
+            ok = parser.parse(self.model.SerializeToString())
+        else:  # over protobuf's 2 GiB: weights go to external data, parsed from a file
+            scratch = tempfile.TemporaryDirectory(prefix="trtdebug-trt-")
+            path = f"{scratch.name}/model.onnx"
+            save_model(self.model, path, external_data=True)
+            ok = parser.parse_from_file(path)
+        if not ok or int(getattr(parser, "num_errors", 0)) > 0:
+            detail = parse_error_message(parser, self.model) or self.logger.messages.error_text("no details given")
+            raise ParseError(f"TensorRT {f.version}'s ONNX parser rejected the model:\n{detail}")
+        return ParsedNetwork(builder, network, parser, scratch)
+
+    # -- configuration -----------------------------------------------------------------------
+    def _make_config(self, parsed: ParsedNetwork, feed_shapes: Optional[Shapes], notes: List[str]):
+        trt, f, c = self.trt, self.features, self.config
+        config = parsed.builder.create_builder_config()
+        notes += compat.apply_precision_flags(trt, config, f, c)
+        note = compat.set_workspace(trt, config, f, c.workspace)
+        if note:
+            notes.append(note)
+        note = compat.set_optimization_level(config, f, c.builder_optimization_level)
+        if note:
+            notes.append(note)
+        if not compat.set_detailed_profiling(trt, config):
+            notes.append("DETAILED profiling verbosity unavailable: layer information will be sparse")
+        cache = compat.create_timing_cache(config, f, self.cache_bytes)
+        compat.attach_timing_cache(config, cache)
+        profiles = self._profiles(parsed, feed_shapes, notes)
+        for prof in profiles:
+            p = parsed.builder.create_optimization_profile()
+            for name in prof.min:
+                try:
+                    p.set_shape(name, prof.min[name], prof.opt[name], prof.max[name])
+                except Exception as exc:  # noqa: BLE001 - TensorRT raises on bad min/opt/max
+                    raise UsageError(f"optimization profile for {name!r} (min {list(prof.min[name])}, "
+                                     f"opt {list(prof.opt[name])}, max {list(prof.max[name])}) was rejected: {exc}") from exc
+            if config.add_optimization_profile(p) < 0:
+                raise UsageError(f"TensorRT rejected an optimization profile: {self.logger.messages.error_text('invalid profile')}")
+        self._apply_fp32_nodes(parsed.network, config, notes)
+        return config, profiles
+
+    def _profiles(self, parsed: ParsedNetwork, feed_shapes: Optional[Shapes], notes: List[str]) -> List[Profile]:
+        shapes = parsed.input_shapes()
+        dynamic = {n: s for n, s in shapes.items() if any(d < 0 for d in s)}
+        given = list(self.config.profiles)
+        for prof in given:
+            unknown = [n for n in prof.min if n not in shapes]
+            if unknown:
+                raise UsageError(f"optimization profile names unknown input(s) {', '.join(unknown)}; "
+                                 f"the network's inputs are {', '.join(shapes)}")
+        if not dynamic:
+            if given:
+                notes.append("the model has static input shapes; optimization profiles ignored")
+            return []
+        if not given:
+            if feed_shapes is None:
+                raise UsageError(f"input(s) {', '.join(dynamic)} have dynamic shapes: give --trt-min-shapes/"
+                                 "--trt-opt-shapes/--trt-max-shapes, or input data to derive a profile from")
+            given = [Profile(min={}, opt={}, max={})]
+            notes.append("no optimization profile given: built one with min=opt=max = the feed shapes ("
+                         + ", ".join(f"{n}:{'x'.join(map(str, feed_shapes[n]))}" for n in dynamic if n in feed_shapes)
+                         + "); other shapes need --trt-min-shapes/--trt-opt-shapes/--trt-max-shapes")
+        completed = []
+        for prof in given:
+            mn, op, mx = dict(prof.min), dict(prof.opt), dict(prof.max)
+            for name in dynamic:
+                if name in mn:
+                    continue
+                if feed_shapes is None or name not in feed_shapes:
+                    raise UsageError(f"no optimization profile shapes for dynamic input {name!r} "
+                                     f"(shape {list(dynamic[name])}); add it to --trt-min-shapes/--trt-opt-shapes/--trt-max-shapes")
+                mn[name] = op[name] = mx[name] = tuple(feed_shapes[name])
+            completed.append(Profile(min=mn, opt=op, max=mx))
+        return completed
+
+    def _apply_fp32_nodes(self, network, config, notes: List[str]) -> None:
+        nodes = list(self.config.fp32_nodes)
+        if not nodes:
+            return
+        trt = self.trt
+        wanted = set(nodes)
+        all_nodes = set(self.graph.node_names) if self.graph is not None else set()
+        matched = set()
+        for layer in marking.layers(network):
+            node = layer_onnx_node(layer, wanted, all_nodes)
+            if node is None:
+                continue
+            matched.add(node)
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                out = layer.get_output(j)
+                if out is not None and compat.dtype_name(out.dtype) in ("FLOAT", "HALF", "BF16"):
+                    layer.set_output_type(j, trt.float32)
+        flag = compat.precision_constraint_flag(trt, self.features)
+        if flag is not None:
+            config.set_flag(flag)
+        else:
+            notes.append("this TensorRT has no precision-constraint flag; FP32 layer requests may be ignored")
+        missing = [n for n in nodes if n not in matched]
+        notes.append(f"FP32 forced on {len(matched)} ONNX node(s)" + (f"; no TensorRT layer found for {', '.join(missing[:5])}" if missing else ""))
+
+    # -- building ------------------------------------------------------------------------------
+    def build(self, selection: OutputSelection = OutputSelection(), *, feed_shapes: Optional[Shapes] = None,
+              debug_names: Sequence[str] = (), unfused_debug: bool = False) -> BuildResult:
+        """Parse, mark outputs for ``selection``, and build; ``debug_names`` become debug tensors."""
+        notes: List[str] = []
+        parsed = self.parse()
+        plan = marking.plan_marking(parsed.network, self.graph, selection)
+        marking.apply_marking(parsed.network, plan)
+        debug = self._mark_debug(parsed.network, debug_names, unfused_debug)
+        config, profiles = self._make_config(parsed, feed_shapes, notes)
+        start = time.perf_counter()
+        engine_bytes = self._build_serialized(parsed, config)
+        seconds = time.perf_counter() - start
+        self._keep_cache(config)
+        return BuildResult(engine_bytes, plan, seconds, notes, profiles, debug, unfused_debug)
+
+    def _mark_debug(self, network, names: Sequence[str], unfused: bool) -> List[str]:
+        if unfused:
+            if not self.features.mark_unfused_debug:
+                raise UsageError(f"unfused debug tensors need TensorRT 10.12+; this is {self.features.version}")
+            network.mark_unfused_tensors_as_debug_tensors()
+        if not names:
+            return []
+        if not self.features.mark_debug:
+            raise UsageError(f"debug tensors need TensorRT 10.0+; this is {self.features.version}")
+        table = marking.tensors_by_name(network)
+        marked = []
+        for name in names:
+            t = table.get(name)
+            if t is not None and network.mark_debug(t) is not False:
+                marked.append(name)
+        return marked
+
+    def _build_serialized(self, parsed: ParsedNetwork, config) -> bytes:
+        progress = BuildProgress(enabled=self.show_progress)
+        monitor = None
+        if self.features.progress_monitor:
+            monitor = make_progress_monitor(self.trt, progress)  # kept alive for the whole build
+            config.progress_monitor = monitor
+        self.logger.messages.mark()
+        try:
+            with progress:
+                serialized = parsed.builder.build_serialized_network(parsed.network, config)
+        except Exception as exc:  # noqa: BLE001 - pybind re-raises C++ failures as RuntimeError etc.
+            raise BuildError(f"TensorRT engine build failed: {self.logger.messages.error_text(str(exc))}") from exc
+        finally:
+            self.progress_events += progress.events
+            if monitor is not None:
+                try:
+                    config.progress_monitor = None
+                except Exception:  # noqa: BLE001 - some versions refuse None; the config is discarded anyway
+                    pass
+        if serialized is None:
+            raise BuildError(f"TensorRT engine build failed: {self.logger.messages.error_text('TensorRT returned no engine')}")
+        data = bytes(serialized)
+        if not data:
+            raise BuildError("TensorRT engine build failed: the serialized engine is empty")
+        return data
+
+    def _keep_cache(self, config) -> None:
+        data = compat.serialize_timing_cache(config)
+        if data:
+            self.cache_bytes = data
+            self._cache_config = config
+
+    def save_timing_cache(self) -> bool:
+        """Write the in-memory cache to ``config.timing_cache``, merged with the file's content."""
+        if self.config.timing_cache is None or self._cache_config is None:
+            return False
+        return save_merged(self._cache_config, self.features, self.config.timing_cache, self.cache_bytes)
+
+
+_ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]*)\]")
+
+
+def layer_onnx_node(layer, wanted: set, all_nodes: set) -> Optional[str]:
+    """The ONNX node (among ``wanted``) a network layer implements, if any.
+
+    Uses the parser's ``[ONNX Layer: name]`` metadata where present; else the layer name,
+    which the parser sets to the node name (``name_<n>`` for a node's extra layers).
+    """
+    meta = getattr(layer, "metadata", None)
+    if isinstance(meta, str) and meta:
+        for node in _ONNX_LAYER.findall(meta):
+            if node in wanted:
+                return node
+    name = getattr(layer, "name", "") or ""
+    if name in wanted:
+        return name
+    m = re.fullmatch(r"(.*)_(\d+)", name)
+    if m and m.group(1) in wanted and name not in all_nodes:
+        return m.group(1)
+    return None
