@@ -22,16 +22,9 @@ QUIET = typer.Option(False, "--quiet", "-q", help="Print only the summary lines.
 
 
 def make_tolerances(atol: Optional[List[str]], rtol: Optional[List[str]], check_error_stat: str, error_quantile: float):
-    from trtdebug.compare.tolerances import Tolerances, parse_tolerance_args
+    from trtdebug.compare.tolerances import Tolerances
 
-    a, a_per = parse_tolerance_args(atol or [], name="--atol")
-    r, r_per = parse_tolerance_args(rtol or [], name="--rtol")
-    kwargs = dict(per_tensor_atol=a_per, per_tensor_rtol=r_per, check_error_stat=check_error_stat, error_quantile=error_quantile)
-    if a is not None:
-        kwargs["atol"] = a
-    if r is not None:
-        kwargs["rtol"] = r
-    return Tolerances(**kwargs)
+    return Tolerances.from_cli(atol, rtol, check_error_stat=check_error_stat, error_quantile=error_quantile)
 
 
 def check_choice(value: str, choices, flag: str) -> str:
@@ -62,9 +55,14 @@ def emit_report(report, *, report_path: Optional[Path], html_path: Optional[Path
 
 
 def stdout_console():
+    """The report console; logs and CI captures are not terminals, so give tables room there."""
+    import os
+    import sys
+
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 180
+    return Console(highlight=False, soft_wrap=False, width=width)
 
 
 def stderr_console():

@@ -19,19 +19,20 @@ NAMES_SHOWN = 5  # names listed for "only in one runner" before "... and N more"
 
 
 def print_report(report: Report, console: Console, *, order: str = "topo", limit: Optional[int] = None,
-                 show_passing: bool = True) -> None:
+                 show_passing: bool = True, summary_only: bool = False) -> None:
     """Print every comparison of ``report``.
 
     ``order="worst"`` sorts rows by how far over tolerance they are; ``limit`` caps the rows
     of each table (the caption says how many were left out); ``show_passing=False`` keeps
-    the failing rows only.
+    the failing rows only; ``summary_only`` prints the verdict lines without tables (CI logs).
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, not {order!r}")
-    if report.meta.get("model"):
+    if report.meta.get("model") and not summary_only:
         console.print(Text(f"model: {report.meta['model']}"))
     for comparison in report.comparisons:
-        console.print(_table(comparison, order, limit, show_passing))
+        if not summary_only:
+            console.print(_table(comparison, order, limit, show_passing))
         for line in _summary(comparison):
             console.print(line)
     if not report.comparisons:
