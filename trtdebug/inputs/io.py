@@ -18,8 +18,7 @@ import numpy as np
 
 from trtdebug.errors import FeedError, UsageError
 from trtdebug.inputs.polygraphy_json import load_polygraphy_inputs, save_polygraphy_inputs
-from trtdebug.inputs.spec import format_shape
-from trtdebug.runners.base import TensorMeta
+from trtdebug.runners.base import TensorMeta, check_feed
 from trtdebug.util.files import atomic_path
 
 PathLike = Union[str, os.PathLike]
@@ -89,20 +88,4 @@ def _split_iterations(arrays: Dict[str, np.ndarray]) -> List[Feeds]:
 def validate_feeds(feeds_list: Sequence[Mapping[str, np.ndarray]], input_meta: Mapping[str, TensorMeta]) -> None:
     """FeedError (one line: iteration, input, what was given, what the model expects) on the first problem."""
     for k, feed in enumerate(feeds_list):
-        where = f"input data iteration {k}"
-        unknown = [n for n in feed if n not in input_meta]
-        if unknown:
-            raise FeedError(f"{where}: unknown input(s) {', '.join(map(repr, unknown))}; "
-                            f"the model's inputs are {', '.join(map(repr, input_meta)) or 'none'}")
-        missing = [n for n in input_meta if n not in feed]
-        if missing:
-            raise FeedError(f"{where}: missing input(s) {', '.join(map(repr, missing))}")
-        for name, arr in feed.items():
-            meta = input_meta[name]
-            if not isinstance(arr, np.ndarray):
-                raise FeedError(f"{where}: input {name!r} is a {type(arr).__name__}, not a NumPy array")
-            if meta.dtype is not None and arr.dtype != meta.dtype:
-                raise FeedError(f"{where}: input {name!r} has dtype {arr.dtype}, the model expects {np.dtype(meta.dtype)}")
-            if not meta.accepts_shape(tuple(arr.shape)):
-                raise FeedError(f"{where}: input {name!r} has shape {list(arr.shape)}, "
-                                f"the model expects {format_shape(name, meta.shape)}")
+        check_feed(feed, input_meta, where=f"input data iteration {k}")

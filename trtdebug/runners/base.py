@@ -82,19 +82,7 @@ class Runner(abc.ABC):
         return outputs
 
     def check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
-        meta = self._input_metadata()
-        unknown = [n for n in feeds if n not in meta]
-        if unknown:
-            raise FeedError(f"{self.name}: unknown input name(s) {', '.join(unknown)}; the model's inputs are {', '.join(meta) or 'none'}")
-        missing = [n for n in meta if n not in feeds]
-        if missing:
-            raise FeedError(f"{self.name}: missing input(s) {', '.join(missing)}")
-        for name, arr in feeds.items():
-            m = meta[name]
-            if m.dtype is not None and np.dtype(arr.dtype) != m.dtype:
-                raise FeedError(f"{self.name}: input {name!r} has dtype {arr.dtype}, the model expects {m.dtype}")
-            if not m.accepts_shape(tuple(arr.shape)):
-                raise FeedError(f"{self.name}: input {name!r} has shape {list(arr.shape)}, the model expects {_fmt_shape(m.shape)}")
+        check_feed(feeds, self._input_metadata(), where=self.name)
 
     def _require_active(self) -> None:
         if not self.is_active:
@@ -114,7 +102,23 @@ class Runner(abc.ABC):
         """Release backend resources; the default has nothing to release."""
 
 
-def _fmt_shape(shape) -> str:
-    if shape is None:
-        return "any shape"
-    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+def check_feed(feed: Mapping[str, np.ndarray], input_meta: Mapping[str, TensorMeta], *, where: str) -> None:
+    """Raise FeedError (one line: where, input, what was given, what the model expects) on the first problem."""
+    from trtdebug.inputs.spec import format_shape  # imported here: trtdebug.inputs imports this module
+
+    unknown = [n for n in feed if n not in input_meta]
+    if unknown:
+        raise FeedError(f"{where}: unknown input(s) {', '.join(map(repr, unknown))}; "
+                        f"the model's inputs are {', '.join(map(repr, input_meta)) or 'none'}")
+    missing = [n for n in input_meta if n not in feed]
+    if missing:
+        raise FeedError(f"{where}: missing input(s) {', '.join(map(repr, missing))}")
+    for name, arr in feed.items():
+        meta = input_meta[name]
+        if not isinstance(arr, np.ndarray):
+            raise FeedError(f"{where}: input {name!r} is a {type(arr).__name__}, not a NumPy array")
+        if meta.dtype is not None and arr.dtype != meta.dtype:
+            raise FeedError(f"{where}: input {name!r} has dtype {arr.dtype}, the model expects {np.dtype(meta.dtype)}")
+        if not meta.accepts_shape(tuple(arr.shape)):
+            raise FeedError(f"{where}: input {name!r} has shape {list(arr.shape)}, "
+                            f"the model expects {format_shape(name, meta.shape)}")
