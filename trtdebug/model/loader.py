@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from trtdebug.errors import ModelLoadError
 from trtdebug.util.files import atomic_path
+
+if TYPE_CHECKING:
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +26,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 PROTOBUF_LIMIT = 2**31 - 1
 
 
-def load_model(path: PathLike, *, infer_shapes: bool = True) -> "onnx.ModelProto":  # noqa: F821
+def load_model(path: PathLike, *, infer_shapes: bool = True) -> "onnx.ModelProto":
     """Read an ONNX model (with its external data), infer shapes and name unnamed nodes."""
     import onnx
     from google.protobuf.message import DecodeError
