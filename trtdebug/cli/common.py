@@ -69,3 +69,8 @@ def stderr_console():
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)
+
+
+def progress_to(status):
+    """A comparator progress callback that updates a rich status line."""
+    return lambda done, total, name: status.update(f"comparing {done}/{total}: {name}")

@@ -51,8 +51,9 @@ def compare(
         # keep the two sides apart in the report
         ref_result.runner, test_result.runner = f"{ref_result.runner} ({reference.name})", f"{test_result.runner} ({test.name})"
     meta = {"reference_source": str(reference), "test_source": str(test)}
-    with common.stderr_console().status("comparing"):
-        rep = pipeline.compare_all([ref_result, test_result], tolerances=tolerances, topology=topology, meta=meta)
+    with common.stderr_console().status("comparing") as status:
+        rep = pipeline.compare_all([ref_result, test_result], tolerances=tolerances, topology=topology, meta=meta,
+                                   progress=common.progress_to(status))
     return common.emit_report(rep, report_path=report, html_path=html, order=order, max_rows=max_rows,
                               failing_only=failing_only, quiet=quiet, console=common.stdout_console())
 

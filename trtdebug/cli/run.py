@@ -125,8 +125,8 @@ def run(
             if len(results) < 2:
                 err.print("one backend only: nothing to compare" + (f"; outputs saved to {save_outputs}" if save_outputs else ""))
                 return 0
-            status.update("comparing")
-            rep = pipeline.compare_all(results, tolerances=tolerances, topology=topology, meta=meta)
+            rep = pipeline.compare_all(results, tolerances=tolerances, topology=topology, meta=meta,
+                                       progress=common.progress_to(status))
     if save_outputs:
         err.print(f"outputs saved to {save_outputs}")
     return common.emit_report(rep, report_path=report, html_path=html, order=order, max_rows=max_rows,
