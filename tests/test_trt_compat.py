@@ -493,6 +493,52 @@ def test_requested_name_missing_from_network_is_skipped_with_reason():
     assert dict(plan.skipped)["conv_out"] == marking.REASON_NOT_IN_NETWORK
 
 
+def test_find_buildable_subset_drops_only_what_breaks_the_build():
+    names = [f"t{i}" for i in range(20)]
+    calls = []
+
+    def try_build(subset):  # TensorRT-8.6-like: a region cannot have more than 3 of t10..t17 marked
+        calls.append(list(subset))
+        return None if sum(1 for n in subset if "t10" <= n <= "t17" and len(n) == 3) > 3 else ("engine", tuple(subset))
+
+    kept, dropped, result, builds = marking.find_buildable_subset(names, try_build)
+    assert result == ("engine", tuple(kept)) and builds == len(calls)
+    assert set(kept) | set(dropped) == set(names) and not set(kept) & set(dropped)
+    assert len(dropped) == 5 and all("t10" <= n <= "t17" for n in dropped)
+    assert kept == [n for n in names if n not in dropped]  # order kept
+    kept, dropped, result, _ = marking.find_buildable_subset(names, lambda s: ("ok", tuple(s)))
+    assert kept == names and dropped == [] and result == ("ok", tuple(names))
+    failing = []
+    kept, dropped, result, n = marking.find_buildable_subset(names, lambda s: failing.append(s))
+    assert kept == [] and dropped == names and result is None
+    assert n <= 7 and failing[-1] == []  # gives up as soon as the unmarked model fails too
+    kept, dropped, result, builds = marking.find_buildable_subset(names, try_build, max_builds=3)
+    assert builds <= 4 and result is not None and set(kept) | set(dropped) == set(names)
+
+
+def test_find_buildable_subset_drops_similar_tensors_in_one_go():
+    names = [f"t{i:02d}" for i in range(40)]
+    culprits = {"t07", "t19", "t28", "t35"}  # e.g. every residual add feeding a LayerNorm
+    builds = []
+
+    def try_build(subset):
+        builds.append(subset)
+        return None if culprits & set(subset) else "engine"
+
+    kept, dropped, result, n = marking.find_buildable_subset(names, try_build)
+    assert set(dropped) == culprits and result == "engine"
+    kept2, dropped2, result2, n2 = marking.find_buildable_subset(
+        names, try_build, similar=lambda a, b: a in culprits and b in culprits)
+    assert set(dropped2) == culprits and result2 == "engine" and n2 < n
+
+
+def test_similar_roles_from_a_network():
+    roles = marking.tensor_roles(_fake_network())
+    assert roles["reshaped"] == ("SHUFFLE", frozenset({"ITERATOR", "ELEMENTWISE"}))
+    similar = marking.similar_roles(roles)
+    assert similar("relu_out", "relu_out") and not similar("relu_out", "reshaped")
+
+
 def test_layer_onnx_node_matching():
     layer = FakeLayer("whatever", LayerType.ACTIVATION, [], [], "[ONNX Layer: a/b]")
     assert layer_onnx_node(layer, {"a/b"}, set()) == "a/b"
@@ -518,8 +564,9 @@ class FakeParserError:
     def desc(self):
         return self._desc
 
-    def code(self):
-        return types.SimpleNamespace(name=self._code)
+    def code(self):  # TensorRT 8.6's ErrorCode has ``name`` as a method
+        code = self._code
+        return types.SimpleNamespace(name=lambda: code)
 
 
 def test_parse_error_message_names_node_and_op():
@@ -640,6 +687,32 @@ def test_engine_builder_parse_and_build_failures_carry_tensorrt_text():
     _fake_trt_for_builder(trt, _fake_network, build_ok=False)
     with pytest.raises(BuildError, match="Could not find any implementation for node conv"):
         EngineBuilder(trt, model, graph, TrtBuildConfig(), show_progress=False).build()
+
+
+def test_engine_builder_marks_fewer_tensors_when_the_build_fails_with_all():
+    trt = trt86()
+    model, graph = _graph_model()
+    state = _fake_trt_for_builder(trt, _fake_network)
+    real = trt.Builder.build_serialized_network
+
+    def picky(self, network, config):  # fails while "relu_out" and "reshaped" are both outputs
+        names = {network.get_output(i).name for i in range(network.num_outputs)}
+        if {"relu_out", "reshaped"} <= names:
+            self.logger.log(types.SimpleNamespace(name="ERROR"), "Could not find any implementation for node {ForeignNode[x]}.")
+            return None
+        return real(self, network, config)
+
+    trt.Builder.build_serialized_network = picky
+    result = EngineBuilder(trt, model, graph, TrtBuildConfig(), show_progress=False).build(OutputSelection(mark_all=True))
+    assert result.marking.mark == ["conv_out", "relu_out", "loop_result"]
+    assert result.engine_bytes == b"ENGINE:y,conv_out,relu_out,loop_result"
+    reason = dict(result.marking.skipped)["reshaped"]
+    assert "made TensorRT's build fail" in reason and "Could not find any implementation" in reason
+    assert "kept 3, dropped 1 (reshaped)" in result.notes[0]
+    with pytest.raises(BuildError):
+        EngineBuilder(trt, model, graph, TrtBuildConfig(reduce_marking_on_failure=False),
+                      show_progress=False).build(OutputSelection(mark_all=True))
+    assert state.configs
 
 
 def test_engine_builder_debug_tensors_need_tensorrt_10():

@@ -63,7 +63,7 @@ def parse_error_message(parser, model=None) -> str:
         err = parser.get_error(i)
         desc = _call(err, "desc") or str(err)
         code = _call(err, "code")
-        code_name = getattr(code, "name", None) or (str(code).rsplit(".", 1)[-1] if code is not None else "")
+        code_name = compat.enum_name(code) if code is not None else ""
         node_name = _call(err, "node_name") or ""
         op = _call(err, "node_operator") or ""
         index = _call(err, "node")
@@ -169,6 +169,10 @@ class EngineBuilder:
         if not dynamic:
             if given:
                 notes.append("the model has static input shapes; optimization profiles ignored")
+            if shapes and _has_data_dependent_outputs(parsed.network):
+                # TensorRT 8.6 builds such an engine without a profile, then fails to create an
+                # execution context for it ("vector<bool>::_M_range_check"); a static profile avoids it.
+                return [Profile(min=dict(shapes), opt=dict(shapes), max=dict(shapes))]
             return []
         if not given:
             if feed_shapes is None:
@@ -198,9 +202,15 @@ class EngineBuilder:
         trt = self.trt
         wanted = set(nodes)
         all_nodes = set(self.graph.node_names) if self.graph is not None else set()
+        producers = {}  # ONNX tensor name -> wanted node that produces it
+        if self.graph is not None:
+            for name in self.graph.tensor_order:
+                info = self.graph.tensor(name)
+                if info.producer in wanted:
+                    producers[name] = info.producer
         matched = set()
         for layer in marking.layers(network):
-            node = layer_onnx_node(layer, wanted, all_nodes)
+            node = layer_onnx_node(layer, wanted, all_nodes, producers)
             if node is None:
                 continue
             matched.add(node)
@@ -220,10 +230,26 @@ class EngineBuilder:
     # -- building ------------------------------------------------------------------------------
     def build(self, selection: OutputSelection = OutputSelection(), *, feed_shapes: Optional[Shapes] = None,
               debug_names: Sequence[str] = (), unfused_debug: bool = False) -> BuildResult:
-        """Parse, mark outputs for ``selection``, and build; ``debug_names`` become debug tensors."""
-        notes: List[str] = []
+        """Parse, mark outputs for ``selection``, and build; ``debug_names`` become debug tensors.
+
+        If the build fails only because of the extra outputs (TensorRT 8.6 fails to implement some
+        fused FP16 regions when many of their tensors are outputs), the marked set is cut down to
+        what builds: see :func:`marking.find_buildable_subset`.  Dropped tensors are listed as
+        skipped, with TensorRT's error as the reason.
+        """
         parsed = self.parse()
         plan = marking.plan_marking(parsed.network, self.graph, selection)
+        try:
+            return self._build_parsed(parsed, plan, feed_shapes, debug_names, unfused_debug)
+        except BuildError as exc:
+            if not plan.mark or not self.config.reduce_marking_on_failure:
+                raise
+            first_error = exc
+        return self._build_fewer_outputs(plan, first_error, feed_shapes, debug_names, unfused_debug)
+
+    def _build_parsed(self, parsed: ParsedNetwork, plan: marking.MarkPlan, feed_shapes, debug_names,
+                      unfused_debug) -> BuildResult:
+        notes: List[str] = []
         marking.apply_marking(parsed.network, plan)
         debug = self._mark_debug(parsed.network, debug_names, unfused_debug)
         config, profiles = self._make_config(parsed, feed_shapes, notes)
@@ -232,6 +258,34 @@ class EngineBuilder:
         seconds = time.perf_counter() - start
         self._keep_cache(config)
         return BuildResult(engine_bytes, plan, seconds, notes, profiles, debug, unfused_debug)
+
+    def _build_fewer_outputs(self, plan: marking.MarkPlan, first_error: BuildError, feed_shapes, debug_names,
+                             unfused_debug) -> BuildResult:
+        start = time.perf_counter()
+        reason = str(first_error).replace("TensorRT engine build failed: ", "")
+
+        def try_build(names):
+            sub = marking.MarkPlan(mark=list(names), already_outputs=list(plan.already_outputs),
+                                   skipped=list(plan.skipped), unmark=list(plan.unmark))
+            try:
+                return self._build_parsed(self.parse(), sub, feed_shapes, debug_names, unfused_debug)
+            except BuildError:
+                return None
+
+        log.warning("TensorRT could not build with %d extra outputs (%s); searching for a subset that builds",
+                    len(plan.mark), reason)
+        similar = marking.similar_roles(marking.tensor_roles(self.parse().network))
+        accepted, dropped, result, probes = marking.find_buildable_subset(plan.mark, try_build, similar=similar)
+        if result is None:
+            raise first_error
+        why = f"marking it as an output made TensorRT's build fail ({_first_sentence(reason)})"
+        result.marking.skipped = list(plan.skipped) + [(n, why) for n in dropped]
+        result.notes.insert(0, f"TensorRT could not build the engine with all {len(plan.mark)} requested tensors as "
+                               f"outputs ({_first_sentence(reason)}); kept {len(accepted)}, dropped {len(dropped)} "
+                               f"({', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''}) after {probes} trial "
+                               f"builds in {time.perf_counter() - start:.1f}s")
+        result.seconds = time.perf_counter() - start
+        return result
 
     def _mark_debug(self, network, names: Sequence[str], unfused: bool) -> List[str]:
         if unfused:
@@ -289,14 +343,34 @@ class EngineBuilder:
         return save_merged(self._cache_config, self.features, self.config.timing_cache, self.cache_bytes)
 
 
+def _first_sentence(text: str) -> str:
+    text = text.split("; ")[0].strip()
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _has_data_dependent_outputs(network) -> bool:
+    for i in range(network.num_outputs):
+        shape = network.get_output(i).shape
+        try:
+            dims = list(shape)
+        except ValueError:  # unknown rank: len() of the Dims is negative
+            return True
+        if any(int(d) < 0 for d in dims):
+            return True
+    return False
+
+
 _ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]*)\]")
 
 
-def layer_onnx_node(layer, wanted: set, all_nodes: set) -> Optional[str]:
+def layer_onnx_node(layer, wanted: set, all_nodes: set, producers: Optional[Dict[str, str]] = None) -> Optional[str]:
     """The ONNX node (among ``wanted``) a network layer implements, if any.
 
     Uses the parser's ``[ONNX Layer: name]`` metadata where present; else the layer name,
-    which the parser sets to the node name (``name_<n>`` for a node's extra layers).
+    which the parser sets to the node name (``name_<n>`` for a node's extra layers); else the
+    layer's output tensor names (``producers``: ONNX tensor -> node).  The last catches the
+    unnamed helper layers that finish a node - on TensorRT 8.6 Gemm's bias add, which writes
+    the Gemm's output, carries neither a name nor metadata.
     """
     meta = getattr(layer, "metadata", None)
     if isinstance(meta, str) and meta:
@@ -309,4 +383,9 @@ def layer_onnx_node(layer, wanted: set, all_nodes: set) -> Optional[str]:
     m = re.fullmatch(r"(.*)_(\d+)", name)
     if m and m.group(1) in wanted and name not in all_nodes:
         return m.group(1)
+    if producers:
+        for j in range(layer.num_outputs):
+            out = layer.get_output(j)
+            if out is not None and out.name in producers:
+                return producers[out.name]
     return None

@@ -338,12 +338,23 @@ _NUMPY_BY_TRT_NAME = {
 }
 
 
+def enum_name(value) -> str:
+    """An enum member's name from a pybind11 enum (where ``name`` is a property on some classes
+    and a method on others, e.g. 8.6's parser ErrorCode), a Python enum, or a fake."""
+    name = getattr(value, "name", None)
+    if callable(name):
+        try:
+            name = name()
+        except Exception:  # noqa: BLE001
+            name = None
+    if isinstance(name, str) and name:
+        return name
+    return str(value).rsplit(".", 1)[-1].split(":", 1)[0].strip("<> ")
+
+
 def dtype_name(trt_dtype) -> str:
     """The enum member's name (``FLOAT``, ``HALF``, ``BF16``...), from the real enum or a fake."""
-    name = getattr(trt_dtype, "name", None)
-    if name:
-        return str(name).upper()
-    return str(trt_dtype).rsplit(".", 1)[-1].upper()
+    return enum_name(trt_dtype).upper()
 
 
 def numpy_dtype(trt_dtype) -> np.dtype:

@@ -36,6 +36,8 @@ class TrtBuildConfig:
     fp32_nodes: Sequence[str] = field(default_factory=tuple)
     verbose: bool = False
     show_progress: Optional[bool] = None  # build progress on stderr; None: only when stderr is a terminal
+    # When a build fails only because of the extra outputs, mark fewer (the dropped ones are reported).
+    reduce_marking_on_failure: bool = True
 
 
 # -- parsing helpers for the CLI ---------------------------------------------------------------

@@ -92,11 +92,17 @@ def layer_information(trt, engine, features: Optional[compat.Features] = None, c
         if context is not None and hasattr(inspector, "execution_context"):
             inspector.execution_context = context
         text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
-        info = json.loads(text)
+        info = parse_inspector_json(text)
     except Exception:  # noqa: BLE001 - layer info is an extra, never a reason to fail a run
         return []
     layers = info.get("Layers", []) if isinstance(info, dict) else []
     return list(layers)
+
+
+def parse_inspector_json(text: str):
+    """IEngineInspector JSON.  TensorRT 8.6 joins the metadata of fused layers with a raw control
+    character (U+001F), which strict JSON forbids inside strings, so parse leniently."""
+    return json.loads(text, strict=False)
 
 
 def layer_names(layers: List[object]) -> List[str]:

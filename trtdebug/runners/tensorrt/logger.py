@@ -60,8 +60,9 @@ def _dedupe(items: List[str]) -> List[str]:
 
 
 def severity_name(severity) -> str:
-    name = getattr(severity, "name", None) or str(severity).rsplit(".", 1)[-1]
-    name = str(name).upper()
+    from trtdebug.runners.tensorrt.compat import enum_name
+
+    name = enum_name(severity).upper()
     return name[1:] if name.startswith("K") and name[1:] in _SEVERITY_LEVELS else name
 
 

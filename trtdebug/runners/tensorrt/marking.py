@@ -237,3 +237,97 @@ def unmark(network, names: Iterable[str]) -> None:
         t = table.get(name)
         if t is not None and t.is_network_output:
             network.unmark_output(t)
+
+
+def tensor_roles(network) -> Dict[str, Tuple[str, frozenset]]:
+    """Per tensor name: (producing layer type, consuming layer types) - what a tensor "is" to TensorRT's fuser."""
+    producer: Dict[str, str] = {}
+    consumers: Dict[str, Set[str]] = {}
+    for layer in layers(network):
+        kind = layer_type_name(layer)
+        for t in _outputs(layer):
+            producer.setdefault(t.name, kind)
+        for t in _inputs(layer):
+            consumers.setdefault(t.name, set()).add(kind)
+    return {name: (kind, frozenset(consumers.get(name, ()))) for name, kind in producer.items()}
+
+
+def similar_roles(roles: Dict[str, Tuple[str, frozenset]]):
+    """``similar(a, b)``: same producer type, and consumed by a layer type other than the producer's
+    own that both share (e.g. an elementwise add feeding a normalization: a residual before LayerNorm)."""
+    def similar(a: str, b: str) -> bool:
+        ra, rb = roles.get(a), roles.get(b)
+        if ra is None or rb is None or ra[0] != rb[0]:
+            return False
+        return bool((ra[1] - {ra[0]}) & (rb[1] - {rb[0]}))
+    return similar
+
+
+def find_buildable_subset(names: List[str], try_build, *, max_builds: int = 40, similar=None):
+    """When TensorRT cannot build with all of ``names`` as outputs, keep as many as it can.
+
+    TensorRT 8.6 fails FP16 builds ("Could not find any implementation for node
+    {ForeignNode[...]}") when a fused region has too many of its tensors marked, although each
+    one alone builds.  Walking ``names`` in topological order, this keeps the longest prefix
+    that builds (binary search), drops the tensor whose marking breaks the build, and carries
+    on with the rest.  ``try_build(names)`` returns a build result or None.  Failing builds are
+    typically cheap (TensorRT fails before timing tactics); each dropped tensor costs about
+    log2(len(names)) trial builds, and at most ``max_builds`` are made (the rest is dropped).
+
+    ``similar(a, b)`` (optional) speeds this up: once a culprit is found, the remaining tensors
+    similar to it are dropped too, on trial - if the rest then builds, the search is over.
+
+    Returns ``(kept, dropped, result for kept or None, builds made)``.
+    """
+    accepted: List[str] = []
+    dropped: List[str] = []
+    rest = list(names)
+    best = None  # a result built with exactly ``accepted`` marked
+    builds = 0
+    while rest and builds < max_builds:
+        result = try_build(accepted + rest)
+        builds += 1
+        if result is not None:
+            accepted += rest
+            rest = []
+            best = result
+            break
+        lo, hi, lo_result = 0, len(rest), best  # accepted + rest[:lo] builds (assumed for lo=0); rest[:hi] fails
+        while hi - lo > 1 and builds < max_builds:
+            mid = (lo + hi) // 2
+            result = try_build(accepted + rest[:mid])
+            builds += 1
+            if result is not None:
+                lo, lo_result = mid, result
+            else:
+                hi = mid
+        if lo == 0 and best is None:  # nothing extra builds: does the model build at all?
+            best = try_build(accepted)
+            builds += 1
+            if best is None:  # no: the failure is not about marking
+                return accepted, dropped + rest, None, builds
+        accepted += rest[:lo]
+        best = lo_result if lo else best
+        if hi - lo > 1:  # out of builds before the culprit was found: keep what is known to build
+            rest = rest[lo:]
+            break
+        culprit = rest[lo]
+        dropped.append(culprit)
+        rest = rest[lo + 1:]
+        if similar is not None and rest and builds < max_builds:
+            alike = [n for n in rest if similar(culprit, n)]
+            if alike:
+                others = [n for n in rest if n not in alike]
+                result = try_build(accepted + others)
+                builds += 1
+                if result is not None:
+                    accepted += others
+                    dropped += alike
+                    rest = []
+                    best = result
+                    break
+    dropped += rest
+    if best is None:  # nothing extra built yet: the model's own outputs only
+        best = try_build(accepted)
+        builds += 1
+    return accepted, dropped, best, builds
