@@ -17,19 +17,18 @@ from typer.testing import CliRunner
 from trtdebug import zoo
 from trtdebug.errors import BackendError, BackendUnavailableError, UsageError
 from trtdebug.model import ModelGraph, load_model
+from trtdebug.runners.tensorrt.parser_errors import ParserIssue, parser_issue
 from trtdebug.runners.tensorrt.capability import (
     API_V1,
     API_V2,
     MARKER,
     NO_ERROR_REASON,
     REPORT_NAME,
-    ParserIssue,
     SupportCheck,
     SupportChecker,
     _TrtChecker,
     analyze_capability,
     ensure_unique_node_names,
-    parser_issue,
     save_capability,
     subgraph_io,
     subgraphs_from_parser,

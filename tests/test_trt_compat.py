@@ -576,8 +576,9 @@ def test_parse_error_message_names_node_and_op():
         FakeParserError(-1, "Assertion failed", code="MODEL_DESERIALIZE_FAILED", node_name="named", node_operator="MyOp"),
     ][i])
     text = parse_error_message(parser, model)
-    assert "node 'reshape' (Reshape): No importer registered for op: Reshape [UNSUPPORTED_NODE]" in text
-    assert "node 'named' (MyOp): Assertion failed [MODEL_DESERIALIZE_FAILED]" in text
+    assert "node 'reshape' (Reshape): UNSUPPORTED_NODE: No importer registered for op: Reshape" in text
+    assert "node 'named' (MyOp): MODEL_DESERIALIZE_FAILED: Assertion failed" in text
+    assert "\n" not in text  # one line: the CLI prints the first line of an error
 
 
 def _fake_trt_for_builder(trt, network_factory, *, parse_ok=True, build_ok=True, errors=()):
@@ -682,7 +683,7 @@ def test_engine_builder_parse_and_build_failures_carry_tensorrt_text():
     _fake_trt_for_builder(trt, _fake_network, parse_ok=False, errors=[FakeParserError(4, "unsupported op")])
     with pytest.raises(ParseError) as info:
         EngineBuilder(trt, model, graph, TrtBuildConfig(), show_progress=False).build()
-    assert "node 'loop' (Relu): unsupported op" in str(info.value) and info.value.exit_code == 3
+    assert "node 'loop' (Relu): UNSUPPORTED_NODE: unsupported op" in str(info.value) and info.value.exit_code == 3
     trt = trt86()
     _fake_trt_for_builder(trt, _fake_network, build_ok=False)
     with pytest.raises(BuildError, match="Could not find any implementation for node conv"):

@@ -51,6 +51,10 @@ class TensorSet(Mapping[str, np.ndarray]):
             return np.load(self._path(item), mmap_mode="r", allow_pickle=False)
         return item
 
+    def __contains__(self, name: object) -> bool:
+        # Mapping's default would call __getitem__, i.e. open and map the file, to answer
+        return name in self._items
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
 

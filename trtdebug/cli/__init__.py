@@ -35,6 +35,7 @@ def main(argv=None) -> None:
     """Console-script entry point."""
     _register()
     verbose = "--verbose" in (argv or sys.argv) or os.environ.get("TRTDEBUG_TRACEBACK") == "1"
+    _configure_logging(verbose)
     try:
         code = app(args=argv, standalone_mode=False)
     except TrtDebugError as exc:
@@ -55,6 +56,16 @@ def main(argv=None) -> None:
             sys.exit(EXIT_INTERRUPTED)
         _fail(exc, EXIT_INTERNAL, verbose, internal=True)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Warnings to stderr; TensorRT's own log only with --verbose (its errors are already part of
+    the one-line error message, and its warnings are kept in the report's runner details)."""
+    import logging
+
+    logging.basicConfig(format="trtdebug: %(levelname)s: %(message)s", level=logging.INFO if verbose else logging.WARNING)
+    if not verbose:
+        logging.getLogger("trtdebug.tensorrt").setLevel(logging.CRITICAL)
 
 
 def _fail(exc: BaseException, code: int, verbose: bool, internal: bool = False) -> None:

@@ -16,7 +16,7 @@ stay inside this package.  Modules:
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from trtdebug.model.surgery import OutputSelection
 from trtdebug.runners.tensorrt.config import Profile, TrtBuildConfig, parse_size, profiles_from_args

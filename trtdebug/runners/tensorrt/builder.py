@@ -19,6 +19,7 @@ from trtdebug.model.surgery import OutputSelection
 from trtdebug.runners.tensorrt import compat, marking
 from trtdebug.runners.tensorrt.config import Profile, TrtBuildConfig
 from trtdebug.runners.tensorrt.logger import shared_logger
+from trtdebug.runners.tensorrt.parser_errors import parser_issues
 from trtdebug.runners.tensorrt.progress import BuildProgress, make_progress_monitor
 from trtdebug.runners.tensorrt.timing_cache import read_cache_file, save_merged
 
@@ -56,35 +57,8 @@ class BuildResult:
 
 
 def parse_error_message(parser, model=None) -> str:
-    """One line per parser error: node name, op type, reason (and TensorRT's error code)."""
-    nodes = list(model.graph.node) if model is not None else []
-    lines = []
-    for i in range(int(getattr(parser, "num_errors", 0))):
-        err = parser.get_error(i)
-        desc = _call(err, "desc") or str(err)
-        code = _call(err, "code")
-        code_name = compat.enum_name(code) if code is not None else ""
-        node_name = _call(err, "node_name") or ""
-        op = _call(err, "node_operator") or ""
-        index = _call(err, "node")
-        if isinstance(index, int) and 0 <= index < len(nodes):
-            node_name = node_name or nodes[index].name
-            op = op or nodes[index].op_type
-        where = f"node {node_name!r}" if node_name else (f"node #{index}" if isinstance(index, int) and index >= 0 else "model")
-        if op:
-            where += f" ({op})"
-        lines.append(f"{where}: {desc.strip()}" + (f" [{code_name}]" if code_name else ""))
-    return "\n".join(lines)
-
-
-def _call(obj, name: str):
-    fn = getattr(obj, name, None)
-    if fn is None:
-        return None
-    try:
-        return fn() if callable(fn) else fn
-    except Exception:  # noqa: BLE001 - an accessor missing in this version
-        return None
+    """Every parser error on one line: node name, op type, reason (with TensorRT's error code)."""
+    return "; ".join(issue.describe() for issue in parser_issues(parser, model))
 
 
 class EngineBuilder:
@@ -125,7 +99,7 @@ class EngineBuilder:
             ok = parser.parse_from_file(path)
         if not ok or int(getattr(parser, "num_errors", 0)) > 0:
             detail = parse_error_message(parser, self.model) or self.logger.messages.error_text("no details given")
-            raise ParseError(f"TensorRT {f.version}'s ONNX parser rejected the model:\n{detail}")
+            raise ParseError(f"TensorRT {f.version}'s ONNX parser rejected the model: {detail}")
         return ParsedNetwork(builder, network, parser, scratch)
 
     # -- configuration -----------------------------------------------------------------------

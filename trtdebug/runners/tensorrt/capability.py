@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from trtdebug.errors import BackendError, UsageError
+from trtdebug.runners.tensorrt.parser_errors import ParserIssue, op_label, parser_issues, resolve_issue
 
 log = logging.getLogger(__name__)
 
@@ -39,28 +40,6 @@ NO_ERROR_REASON = ("rejected by the parser's supports_model, but parsing it alon
 
 
 # -- what a checker returns ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ParserIssue:
-    """One error from the ONNX parser; ``node_index`` indexes the graph of the model that was checked."""
-
-    desc: str
-    code: Optional[str] = None
-    node_index: Optional[int] = None
-    node_name: Optional[str] = None
-    op: Optional[str] = None
-    func: Optional[str] = None
-
-    @property
-    def reason(self) -> str:
-        text = self.desc.strip() or "unknown parser error"
-        return f"{self.code}: {text}" if self.code and self.code not in text else text
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
-        d["reason"] = self.reason
-        return d
-
-
 @dataclass(frozen=True)
 class SupportCheck:
     """The parser's answer for one model: overall verdict, candidate subgraphs, errors."""
@@ -153,10 +132,6 @@ class CapabilityReport:
 
 
 # -- pure helpers ---------------------------------------------------------------------------------------
-def op_label(node) -> str:
-    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
-
-
 def ensure_unique_node_names(model) -> Tuple[Any, Dict[str, str]]:
     """``model`` itself when node names are unique, else a copy with duplicates renamed (``name__1``).
 
@@ -276,24 +251,6 @@ def _names_of(check: SupportCheck, node_names: Sequence[str]) -> List[Tuple[List
     return out
 
 
-def _resolve_issue(issue: ParserIssue, model) -> ParserIssue:
-    """Fill node name and op from the node index of the checked model."""
-    nodes = model.graph.node
-    name, op = issue.node_name, issue.op
-    if issue.node_index is not None and 0 <= issue.node_index < len(nodes):
-        node = nodes[issue.node_index]
-        name = name or node.name
-        op = op or op_label(node)
-    elif name and not op:
-        for node in nodes:
-            if node.name == name:
-                op = op_label(node)
-                break
-    if (name, op) == (issue.node_name, issue.op):
-        return issue
-    return ParserIssue(desc=issue.desc, code=issue.code, node_index=issue.node_index, node_name=name, op=op, func=issue.func)
-
-
 # -- the analysis ---------------------------------------------------------------------------------------
 def analyze_capability(model, checker: SupportChecker, *, graph=None, max_depth: int = 64,
                        max_node_diagnoses: int = 256, progress: Optional[Callable[[str], None]] = None) -> CapabilityReport:
@@ -335,7 +292,7 @@ def analyze_capability(model, checker: SupportChecker, *, graph=None, max_depth:
             if e.node_name in by_name and e not in seen_errors.setdefault(e.node_name, []):
                 seen_errors[e.node_name].append(e)
 
-    remember([_resolve_issue(e, model) for e in top.errors])
+    remember([resolve_issue(e, model) for e in top.errors])
 
     # 1. supported pieces, re-checking every unproven subgraph on its own
     pieces: List[Tuple[List[str], bool, Optional[str]]] = []  # (nodes, verified, note)
@@ -359,13 +316,13 @@ def analyze_capability(model, checker: SupportChecker, *, graph=None, max_depth:
         if check.supported:
             pieces.append((names, True, None))
             continue
-        remember([_resolve_issue(e, sub) for e in check.errors])
+        remember([resolve_issue(e, sub) for e in check.errors])
         sub_names = [n.name for n in sub.graph.node]
         parts = _names_of(check, sub_names)
         covered = {n for p, _ in parts for n in p}
         if covered >= set(names) and not any(flag for _, flag in parts):
             # nothing left out, yet it fails: the subgraph is rejected as a whole (boundary, outputs...)
-            failed_whole.append((names, [_resolve_issue(e, sub) for e in check.errors]))
+            failed_whole.append((names, [resolve_issue(e, sub) for e in check.errors]))
             continue
         for p, flag in reversed(parts):
             stack.append((p, flag, depth + 1))
@@ -398,7 +355,7 @@ def analyze_capability(model, checker: SupportChecker, *, graph=None, max_depth:
             sub = None
         if sub is not None:
             say(f"collecting parser errors for unsupported subgraph {i} ({len(names)} node(s))")
-            sg.errors = [_resolve_issue(e, sub) for e in checker.check(sub).errors]
+            sg.errors = [resolve_issue(e, sub) for e in checker.check(sub).errors]
         for e in sg.errors:
             if e.node_name in by_name:
                 reasons.setdefault(e.node_name, []).append(e)
@@ -424,7 +381,7 @@ def analyze_capability(model, checker: SupportChecker, *, graph=None, max_depth:
                 reasons[n] = fallback or [ParserIssue(desc=f"not diagnosed: cannot be cut out alone ({exc})",
                                                       node_name=n, op=op_label(by_name[n]))]
                 continue
-            errs = [_resolve_issue(e, single) for e in checker.check(single).errors]
+            errs = [resolve_issue(e, single) for e in checker.check(single).errors]
             own = [e for e in errs if e.node_name in (None, n)]
             if own:
                 reasons[n] = [ParserIssue(desc=e.desc, code=e.code, node_index=e.node_index, node_name=n,
@@ -492,33 +449,6 @@ def save_capability(report: CapabilityReport, model, out_dir, *, graph=None) -> 
 
 
 # -- TensorRT ---------------------------------------------------------------------------------------------
-def _call(obj, name: str):
-    attr = getattr(obj, name, None)
-    if attr is None:
-        return None
-    try:
-        return attr() if callable(attr) else attr
-    except Exception:  # noqa: BLE001 - an accessor missing in this version
-        return None
-
-
-def parser_issue(error) -> ParserIssue:
-    """A ParserIssue from a TensorRT ``IParserError`` of any version (8.6 lacks node_name/node_operator)."""
-    code = _call(error, "code")
-    code_s = None if code is None else getattr(code, "name", None) or str(code).split(".")[-1]
-    node = _call(error, "node")
-    try:
-        node_index = int(node) if node is not None and int(node) >= 0 else None
-    except (TypeError, ValueError):
-        node_index = None
-    desc = _call(error, "desc")
-    if not desc:
-        desc = str(error)
-    return ParserIssue(desc=str(desc), code=code_s, node_index=node_index,
-                       node_name=_call(error, "node_name") or None, op=_call(error, "node_operator") or None,
-                       func=_call(error, "func") or None)
-
-
 def subgraphs_from_parser(parser) -> List[Tuple[List[int], bool]]:
     """The subgraph list a ``supports_model_v2`` call left in ``parser`` (10.1+)."""
     if hasattr(parser, "num_subgraphs"):
@@ -585,6 +515,6 @@ class _TrtChecker(SupportChecker):
             except Exception as exc:  # noqa: BLE001 - the bindings raise for malformed input
                 detail = self.logger.messages.error_text(str(exc))
                 raise BackendError(f"TensorRT's ONNX parser failed while checking support: {detail}") from exc
-            errors = [parser_issue(parser.get_error(i)) for i in range(int(parser.num_errors))]
+            errors = parser_issues(parser)
             del parser, network
         return SupportCheck(supported=bool(ok), subgraphs=subgraphs, errors=errors)

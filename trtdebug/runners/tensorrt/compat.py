@@ -338,6 +338,17 @@ _NUMPY_BY_TRT_NAME = {
 }
 
 
+def optional_attr(obj, name: str):
+    """``obj.name`` or ``obj.name()``; None where this TensorRT version lacks it or it fails."""
+    attr = getattr(obj, name, None)
+    if attr is None:
+        return None
+    try:
+        return attr() if callable(attr) else attr
+    except Exception:  # noqa: BLE001 - an accessor missing in this version
+        return None
+
+
 def enum_name(value) -> str:
     """An enum member's name from a pybind11 enum (where ``name`` is a property on some classes
     and a method on others, e.g. 8.6's parser ErrorCode), a Python enum, or a fake."""
