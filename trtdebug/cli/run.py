@@ -84,7 +84,10 @@ def run(
 
         onnx_model = load_model(model)
         graph = ModelGraph(onnx_model)
-    selection = OutputSelection(mark_all=mark_all, names=tuple(outputs or ()), exclude=tuple(exclude_outputs or ()))
+    # With --fused-boundaries TensorRT decides which tensors exist; the ONNX backends return them all
+    # (cheap for them) so that every boundary tensor has a counterpart.
+    selection = OutputSelection(mark_all=mark_all or fused_boundaries, names=tuple(outputs or ()),
+                                exclude=tuple(exclude_outputs or ()))
 
     runners = []
     if ref:

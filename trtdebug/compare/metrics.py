@@ -29,7 +29,11 @@ exact equality only.
 Memory and speed: everything is computed in float64 over chunks of ``CHUNK`` elements, so
 a huge (possibly memory-mapped) tensor costs one float64 buffer (for the exact median and
 p99) plus a few chunk-sized work arrays, which are kept per thread between calls (see
-:class:`_Workspace`).  A non-contiguous input is copied once when it is flattened.
+:class:`_Workspace`).  A non-contiguous input is copied once when it is flattened.  The
+median and p99 come from a radix selection on the float64 bit patterns (:func:`_select`),
+exact like np.quantile at a fraction of np.partition's cost.  Chunks whose two sides are
+equal element for element (every tensor upstream of a divergence, or a backend compared
+with itself) skip the error arithmetic: only the reference's histogram is computed.
 """
 from __future__ import annotations
 
@@ -205,7 +209,9 @@ class _Measure:
     p99, error histogram).  Pass 2 reuses that buffer for the relative errors and bins the
     reference values, whose range pass 1 found.  ``median`` / ``quantile`` checks reuse it
     once more for ``|ref|``.  Later passes re-read the inputs, which is cheaper than holding
-    three float64 copies; a tensor of one chunk keeps pass 1's arrays instead.
+    three float64 copies; a tensor of one chunk keeps pass 1's arrays instead, its error
+    array standing in for the buffer.  When every finite pair is equal, :meth:`_all_equal`
+    replaces the error statistics and pass 2.
     """
 
     def __init__(self, ref: np.ndarray, tst: np.ndarray, stats: TensorStats, quantile: float) -> None:
