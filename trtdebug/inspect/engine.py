@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from trtdebug.errors import BackendError, ModelLoadError
+from trtdebug.util.files import file_size
 
 _DTYPES = {
     "FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
@@ -189,12 +190,7 @@ def summarize_engine(engine, trt, *, graph=None, profile: int = 0, path: Optiona
         notes.append("this TensorRT has no engine inspector (8.2+)")
     if profile >= num_profiles:
         notes.append(f"the engine has {num_profiles} profile(s); profile {profile} does not exist")
-    size = None
-    if path is not None:
-        try:
-            size = Path(path).stat().st_size
-        except OSError:
-            size = None
+    size = file_size(path)
     return EngineSummary(
         path=str(path) if path is not None else None, tensorrt_version=getattr(trt, "__version__", None),
         name=_attr(engine, "name"), num_layers=_attr(engine, "num_layers"), num_profiles=num_profiles,

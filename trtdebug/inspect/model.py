@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
+
+from trtdebug.util.files import file_size
 
 Dim = Union[int, str, None]
 
@@ -155,12 +156,7 @@ def summarize_model(model, *, path: Optional[os.PathLike] = None) -> ModelSummar
     notes = []
     if any(n.op_type in ("If", "Loop", "Scan") for n in g.node):
         notes.append("the model has control flow (If/Loop/Scan): nodes inside their bodies are not counted")
-    size = None
-    if path is not None:
-        try:
-            size = Path(path).stat().st_size
-        except OSError:
-            size = None
+    size = file_size(path)
     return ModelSummary(
         path=str(path) if path is not None else None, graph_name=g.name, ir_version=int(model.ir_version),
         producer=producer, opset=graph.opset, opsets=opsets, inputs=inputs, outputs=outputs,

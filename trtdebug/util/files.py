@@ -79,3 +79,13 @@ def refuse_to_overwrite_inputs(outputs: Iterable[os.PathLike | str | None], inpu
     for out in outputs:
         if out and Path(out).resolve() in ins:
             raise UsageError(f"refusing to write {out}: it is one of the inputs")
+
+
+def file_size(path: os.PathLike | str | None) -> int | None:
+    """Size in bytes, or None when there is no such file (reports show what they can)."""
+    if path is None:
+        return None
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return None
