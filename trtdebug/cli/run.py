@@ -132,8 +132,31 @@ def run(
                                        progress=common.progress_to(status))
     if save_outputs:
         err.print(f"outputs saved to {save_outputs}")
-    return common.emit_report(rep, report_path=report, html_path=html, order=order, max_rows=max_rows,
+    code = common.emit_report(rep, report_path=report, html_path=html, order=order, max_rows=max_rows,
                               failing_only=failing_only, quiet=quiet, console=out)
+    hint = tf32_hint(rep, trt=trt, tf32=tf32, reduced_precision=fp16 or bf16 or int8)
+    if hint:
+        err.print(hint)
+    return code
+
+
+MATRIX_OPS = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum"}
+
+
+def tf32_hint(report, *, trt: bool, tf32: Optional[bool], reduced_precision: bool) -> Optional[str]:
+    """A hint when TensorRT's default TF32 is the likely cause of an FP32 failure.
+
+    TF32 is on unless asked otherwise and rounds matrix-product inputs to 10 mantissa bits
+    (~1e-3 relative error), which fails tight FP32 tolerances at the first MatMul/Conv.
+    """
+    if not trt or tf32 is not None or reduced_precision:
+        return None
+    for comparison in report.comparisons:
+        first = comparison.first_failing
+        if first is not None and first.producer_op in MATRIX_OPS:
+            return (f"hint: TF32 is on (TensorRT's default) and the first failure is a {first.producer_op}; "
+                    "re-run with --no-tf32 to tell TF32 rounding from a real error")
+    return None
 
 
 def _load_outputs(path: Path):
