@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import typer
 
 from trtdebug.cli import common
+from trtdebug.util.files import refuse_to_overwrite_inputs
 
 inspect_app = typer.Typer(
     name="inspect",
@@ -30,11 +31,11 @@ def _console(stderr: bool = False):
     return common.stderr_console() if stderr else common.stdout_console()
 
 
-def _write_json(path: Path, data: Dict[str, Any], inputs: List[Optional[Path]]) -> None:
-    from trtdebug.util.files import refuse_to_overwrite_inputs, write_text_atomic
+def _write_json(path: Optional[Path], data: Dict[str, Any]) -> None:
+    from trtdebug.util.files import write_text_atomic
 
-    refuse_to_overwrite_inputs([path], inputs)
-    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+    if path is not None:
+        write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 @inspect_app.command("model")
@@ -46,14 +47,10 @@ def model_command(
     """Inputs, outputs (dtype, shape, dynamic dims), opset, operator histogram, node and parameter counts."""
     from trtdebug.inspect.model import inspect_model, render_model_summary
 
-    if json_path is not None:
-        from trtdebug.util.files import refuse_to_overwrite_inputs
-
-        refuse_to_overwrite_inputs([json_path], [model])
+    refuse_to_overwrite_inputs([json_path], [model])  # before any work
     summary = inspect_model(model)
     render_model_summary(summary, _console())
-    if json_path is not None:
-        _write_json(json_path, summary.to_dict(), [model])
+    _write_json(json_path, summary.to_dict())
 
 
 @inspect_app.command("engine")
@@ -72,14 +69,10 @@ def engine_command(
     """
     from trtdebug.inspect.engine import inspect_engine, render_engine_summary
 
-    if json_path is not None:
-        from trtdebug.util.files import refuse_to_overwrite_inputs
-
-        refuse_to_overwrite_inputs([json_path], [engine, model])
+    refuse_to_overwrite_inputs([json_path], [engine, model])  # before any work
     summary = inspect_engine(engine, model=model, profile=profile)
     render_engine_summary(summary, _console())
-    if json_path is not None:
-        _write_json(json_path, summary.to_dict(), [engine, model])
+    _write_json(json_path, summary.to_dict())
 
 
 @inspect_app.command("capability")
@@ -97,13 +90,9 @@ def capability_command(
     """
     from trtdebug.inspect.capability import inspect_capability, render_capability
 
-    if json_path is not None:
-        from trtdebug.util.files import refuse_to_overwrite_inputs
-
-        refuse_to_overwrite_inputs([json_path], [model])
+    refuse_to_overwrite_inputs([json_path], [model])  # before any work
     status = _console(stderr=True)
     report = inspect_capability(model, out, verbose=verbose,
                                 progress=lambda msg: status.print(msg, style="dim", markup=False))
     render_capability(report, _console())
-    if json_path is not None:
-        _write_json(json_path, report.to_dict(), [model])
+    _write_json(json_path, report.to_dict())
