@@ -83,21 +83,12 @@ def layers(network) -> List[object]:
 
 
 def _outputs(layer) -> List[object]:
-    outs = []
-    for j in range(layer.num_outputs):
-        t = layer.get_output(j)
-        if t is not None:
-            outs.append(t)
-    return outs
+    return [t for t in (layer.get_output(j) for j in range(layer.num_outputs)) if t is not None]
 
 
 def _inputs(layer) -> List[object]:
-    ins = []
-    for j in range(layer.num_inputs):
-        t = layer.get_input(j)
-        if t is not None:
-            ins.append(t)
-    return ins
+    """A layer's input tensors; optional inputs that are absent come back as None and are dropped."""
+    return [t for t in (layer.get_input(j) for j in range(layer.num_inputs)) if t is not None]
 
 
 def loop_body_layers(all_layers: List[object]) -> Set[int]:
