@@ -82,3 +82,29 @@ def test_conv_net_reference_matches_onnxruntime():
         b = r.infer(feed)
     assert "stage1/bn_out" in a and list(a) == list(b)
     np.testing.assert_allclose(a["probs"], b["probs"], rtol=1e-4, atol=1e-5)
+
+
+def test_prepare_work_is_not_inference_time():
+    """A runner that builds for the feed shapes (TensorRT without profiles) does it in _prepare, untimed."""
+    import time
+
+    from trtdebug.runners.base import Runner, TensorMeta
+
+    class SlowBuild(Runner):
+        def _activate(self):
+            self.built_for = None
+
+        def _input_metadata(self):
+            return {"x": TensorMeta(np.dtype(np.float32), ("N",))}
+
+        def _prepare(self, feeds):
+            time.sleep(0.2)
+            self.built_for = feeds["x"].shape
+
+        def _infer(self, feeds):
+            assert self.built_for == feeds["x"].shape
+            return {"y": feeds["x"] * 2}
+
+    with SlowBuild("slow") as r:
+        out = r.infer({"x": np.ones(3, np.float32)})
+    assert out["y"].tolist() == [2, 2, 2] and r.last_inference_time < 0.1

@@ -76,6 +76,7 @@ class Runner(abc.ABC):
         FeedError (bad input, exit 2) rather than a backend crash (exit 3)."""
         self._require_active()
         self.check_feeds(feeds)
+        self._prepare(feeds)
         start = time.perf_counter()
         outputs = self._infer(feeds)
         self.last_inference_time = time.perf_counter() - start
@@ -97,6 +98,9 @@ class Runner(abc.ABC):
 
     @abc.abstractmethod
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]: ...
+
+    def _prepare(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Work that depends on the feeds but is not inference (e.g. a build for their shapes); not timed."""
 
     def _deactivate(self) -> None:
         """Release backend resources; the default has nothing to release."""

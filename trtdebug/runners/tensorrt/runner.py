@@ -265,12 +265,16 @@ class TrtRunner(Runner):
         return meta
 
     # -- inference ----------------------------------------------------------------------------
-    def _infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def _prepare(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Build now if the engine's profile comes from the feed shapes (kept out of inference time)."""
         shapes = {n: tuple(int(d) for d in np.shape(a)) for n, a in feeds.items()}
         if self._engine is None or (self._derived_shapes is not None and self._derived_shapes != shapes):
             if self._engine is not None:
                 self._note(f"feed shapes changed ({_fmt_shapes(shapes)}): rebuilding the engine for them")
             self._build(shapes)
+
+    def _infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        shapes = {n: tuple(int(d) for d in np.shape(a)) for n, a in feeds.items()}
         cuda, ctx, trt = self._cuda, self._context, self._trt
         self._select_profile(shapes)
         from trtdebug.runners.tensorrt.cuda import DeviceBuffer, stream_handle
