@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import enum
 import types
-from typing import Dict, List, Optional
+from typing import Dict
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -27,8 +27,11 @@ ProgressFn = Callable[[str], None]
 class Execution:
     """Results of every runner plus the store holding any tensors on disk."""
 
-    results: List[RunResult] = field(default_factory=list)
-    store: Optional[OutputStore] = None
+    store: OutputStore
+
+    @property
+    def results(self) -> List[RunResult]:
+        return self.store.results
 
 
 @contextlib.contextmanager
@@ -47,11 +50,9 @@ def execute(runners: Sequence, feeds: Sequence[Dict[str, np.ndarray]], *, save_d
     with contextlib.ExitStack() as stack:
         if save_dir is not None:
             root = stack.enter_context(atomic_directory(save_dir, marker=INDEX))
-            store = OutputStore(root, graph=graph, model_path=model_path)
         else:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="trtdebug-spill-")))
-            store = OutputStore(root, graph=graph, model_path=model_path)
-        execution = Execution(store=store)
+        store = OutputStore(root, graph=graph, model_path=model_path)
         for runner in runners:
             status(f"{runner.name}: loading")
             with runner:
@@ -63,14 +64,11 @@ def execute(runners: Sequence, feeds: Sequence[Dict[str, np.ndarray]], *, save_d
                     if save_dir is not None or result.iterations[-1].nbytes_in_memory > spill_threshold:
                         store.spill(result, i)
                 result.extra.update(runner.extra)
-            execution.results.append(result)
         if save_dir is not None:
             store.write_index()
-        yield execution
+        yield Execution(store)
         if save_dir is not None:
-            # the staging directory is about to be renamed: point the sets at the final place
-            final = Path(save_dir)
-            store.root = final
+            store.root = Path(save_dir)  # the staging directory is about to be renamed there
 
 
 def compare_all(results: Sequence[RunResult], *, tolerances, topology: Optional[dict] = None,
