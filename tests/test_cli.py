@@ -195,19 +195,20 @@ def test_engine_with_onnxrt_is_usage_error(tmp_path):
 
 
 def test_tf32_hint_only_for_default_tf32_fp32_matrix_failures():
-    from trtdebug.cli.run import tf32_hint
+    from trtdebug.api import tf32_hint
     from trtdebug.compare import Tolerances, compare_runs
     from trtdebug.compare.report import Report
     from trtdebug.results import RunResult, TensorSet
+    from trtdebug.runners.tensorrt.config import TrtBuildConfig
 
     ref = RunResult("onnxrt", [TensorSet({"mm": np.ones(4, np.float32)})])
     test = RunResult("tensorrt", [TensorSet({"mm": np.full(4, 1.001, np.float32)})])
     topo = {"mm": {"producer": "fc", "producer_op": "MatMul", "topo_index": 1, "is_graph_output": True}}
     failing = Report(comparisons=[compare_runs(ref, test, tolerances=Tolerances(), topology=topo)])
-    assert "--no-tf32" in tf32_hint(failing, trt=True, tf32=None, reduced_precision=False)
-    assert tf32_hint(failing, trt=True, tf32=False, reduced_precision=False) is None
-    assert tf32_hint(failing, trt=True, tf32=None, reduced_precision=True) is None
-    assert tf32_hint(failing, trt=False, tf32=None, reduced_precision=False) is None
+    assert "--no-tf32" in tf32_hint(failing, trt=True, config=TrtBuildConfig())
+    assert tf32_hint(failing, trt=True, config=TrtBuildConfig(tf32=False)) is None
+    assert tf32_hint(failing, trt=True, config=TrtBuildConfig(fp16=True)) is None
+    assert tf32_hint(failing, trt=False, config=None) is None
     topo["mm"]["producer_op"] = "Softmax"
     other = Report(comparisons=[compare_runs(ref, test, tolerances=Tolerances(), topology=topo)])
-    assert tf32_hint(other, trt=True, tf32=None, reduced_precision=False) is None
+    assert tf32_hint(other, trt=True, config=TrtBuildConfig()) is None

@@ -1,17 +1,33 @@
-"""The ``trtdebug`` command line: thin typer commands over the public API.
+"""The ``trtdebug`` command line: thin typer commands over the public API (:mod:`trtdebug.api`).
 
-This package is the only one that imports typer; every command turns the library's typed
-errors into one line on stderr and the documented exit code (``trtdebug.errors``).
-``--verbose`` (or TRTDEBUG_TRACEBACK=1) shows the chained cause with its traceback.
+This package is the only one that imports typer.  ``main`` is the one place where anything
+raised becomes a line on stderr and a documented exit code (``trtdebug.errors``):
+
+* our typed errors -> their own code (2 usage/input, 3 backend);
+* typer/click usage errors (unknown option, bad value, missing argument) -> 2, one line with the
+  command's help hint.  They are caught through the classes typer itself exposes
+  (``typer.BadParameter``'s bases), because typer >= 0.16 vendors click and no longer installs it;
+* an OSError about a path the user gave (a directory where a file goes, a read-only mount, a
+  symlink loop) -> 2, naming the path; running out of memory -> 3;
+* a closed stdout (``| head -1``) is not a failure: the run's own exit code stands;
+* Ctrl-C -> one line and 130 (artifacts are written atomically, so nothing partial is left);
+* anything else is a bug -> 4.
+
+``--verbose`` (or TRTDEBUG_TRACEBACK=1) adds the chained traceback.
 """
 from __future__ import annotations
 
 import os
 import sys
+from typing import Optional
 
 import typer
 
-from trtdebug.errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, TrtDebugError
+from trtdebug import __version__
+from trtdebug.errors import (EXIT_BACKEND, EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
+                             TrtDebugError)
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(
     name="trtdebug",
@@ -20,11 +36,28 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings=CONTEXT,
 )
+
+# typer re-exports these click classes whether click is vendored (typer >= 0.16) or installed.
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"trtdebug {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+                                                  help="Print the version and exit.")) -> None:
+    """Find out why a model gives different answers in TensorRT than in its reference, and where."""
 
 
 def _register() -> None:
     from trtdebug.cli import compare as _compare  # noqa: F401  (commands register on import)
+    from trtdebug.cli import report as _report  # noqa: F401
     from trtdebug.cli import run as _run  # noqa: F401
     from trtdebug.cli.inspect import inspect_app
 
@@ -33,29 +66,37 @@ def _register() -> None:
 
 def main(argv=None) -> None:
     """Console-script entry point."""
-    _register()
-    verbose = "--verbose" in (argv or sys.argv) or os.environ.get("TRTDEBUG_TRACEBACK") == "1"
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in args or "-v" in args or os.environ.get("TRTDEBUG_TRACEBACK") == "1"
     _configure_logging(verbose)
     try:
-        code = app(args=argv, standalone_mode=False)
+        _register()
+        code = app(args=args, prog_name="trtdebug", standalone_mode=False)
     except TrtDebugError as exc:
         _fail(exc, exc.exit_code, verbose)
     except KeyboardInterrupt:
-        print("trtdebug: interrupted", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
-    except SystemExit:
-        raise
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            print("trtdebug: aborted", file=sys.stderr)
-            sys.exit(EXIT_INTERRUPTED)
+        _interrupted()
+    except typer.Abort:  # click turns Ctrl-C inside a command into Abort
+        _interrupted()
+    except _CLICK_EXCEPTION as exc:
+        _usage_error(exc)
+    except BrokenPipeError:
+        _stdout_closed(EXIT_OK)
+    except OSError as exc:
+        if exc.filename is None:
+            _fail(exc, EXIT_INTERNAL, verbose, internal=True)
+        _fail(_describe_os_error(exc), EXIT_USAGE, verbose, cause=exc)
+    except MemoryError as exc:
+        _fail(RuntimeError("out of memory (the model's tensors did not fit; try fewer --outputs or iterations)"),
+              EXIT_BACKEND, verbose, cause=exc)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, said as one line
         _fail(exc, EXIT_INTERNAL, verbose, internal=True)
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else EXIT_OK
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_closed(code)
+    sys.exit(code)
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -68,13 +109,49 @@ def _configure_logging(verbose: bool) -> None:
         logging.getLogger("trtdebug.tensorrt").setLevel(logging.CRITICAL)
 
 
-def _fail(exc: BaseException, code: int, verbose: bool, internal: bool = False) -> None:
+def _usage_error(exc) -> None:
+    """One line: click's message plus where to look, exit 2; bare groups print their help (exit 0)."""
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        print(ctx.get_help())
+        sys.exit(EXIT_OK)
+    message = " ".join(exc.format_message().split())
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    print(f"trtdebug: error: {message}{hint}", file=sys.stderr)
+    sys.exit(EXIT_USAGE if getattr(exc, "exit_code", 1) in (1, 2) else exc.exit_code)
+
+
+def _describe_os_error(exc: OSError) -> Exception:
+    what = exc.strerror or type(exc).__name__
+    target = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else str(exc.filename)
+    return OSError(f"{target}: {what}")
+
+
+def _interrupted() -> None:
+    print("trtdebug: interrupted (nothing partial was written)", file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def _stdout_closed(code: int) -> None:
+    """The reader of our stdout went away (``| head``): not a failure; keep Python from complaining at exit."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(code)
+
+
+def _fail(exc: BaseException, code: int, verbose: bool, internal: bool = False, cause: Optional[BaseException] = None) -> None:
     if verbose:
         import traceback
 
-        traceback.print_exception(type(exc), exc, exc.__traceback__)
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        shown = cause or exc
+        traceback.print_exception(type(shown), shown, shown.__traceback__)
+    text = str(exc).strip()
+    message = " ".join(text.splitlines()[0].split()) if text else type(exc).__name__
     prefix = "trtdebug: internal error: " if internal else "trtdebug: error: "
     hint = " (run with --verbose for the traceback, and please report it)" if internal and not verbose else ""
+    if internal:
+        message = f"{type(exc).__name__}: {message}"
     print(f"{prefix}{message}{hint}", file=sys.stderr)
     sys.exit(code)

@@ -1,30 +1,81 @@
-"""Options and helpers shared by the commands that compare (``run`` and ``compare``)."""
+"""What the commands that compare (``run``, ``compare``, ``report``) share: options and output.
+
+typer has no option groups, so the comparison and report options are declared once here and
+added to a command's signature by :func:`comparison_options`; the command receives them as one
+:class:`ComparisonOptions` object.
+"""
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from trtdebug.errors import EXIT_MISMATCH, EXIT_OK, UsageError
+from trtdebug.errors import UsageError
 
-ATOL = typer.Option(None, "--atol", help="Absolute tolerance: VALUE for all tensors or NAME:VALUE for one (repeatable). Default 1e-5.")
-RTOL = typer.Option(None, "--rtol", help="Relative tolerance: VALUE or NAME:VALUE (repeatable). Default 1e-5. An element passes if |test-ref| <= atol + rtol*|ref|.")
-CHECK_ERROR_STAT = typer.Option("elemwise", "--check-error-stat", help="What must be within tolerance: elemwise (every element), max, mean, median or quantile of the error.")
-ERROR_QUANTILE = typer.Option(0.99, "--error-quantile", help="Quantile used by --check-error-stat quantile.")
-REPORT = typer.Option(None, "--report", help="Write the comparison report as JSON to this file.")
-HTML = typer.Option(None, "--html", help="Write a self-contained HTML report to this file.")
-ORDER = typer.Option("topo", "--order", help="Console table order: topo (topological) or worst (largest error first).")
-MAX_ROWS = typer.Option(40, "--max-rows", help="At most this many rows per table in the console (0: all).")
-FAILING_ONLY = typer.Option(False, "--failing-only", help="List only failing tensors in the console table.")
+
+@dataclass
+class ComparisonOptions:
+    """The shared options, as the command receives them."""
+
+    atol: Optional[List[str]] = None
+    rtol: Optional[List[str]] = None
+    check_error_stat: str = "elemwise"
+    error_quantile: float = 0.99
+    report: Optional[Path] = None
+    html: Optional[Path] = None
+    order: str = "topo"
+    max_rows: int = 40
+    failing_only: bool = False
+    wide: bool = False
+    quiet: bool = False
+
+    def tolerance_kwargs(self) -> dict:
+        """Keyword arguments for :func:`trtdebug.api.run` / ``compare``."""
+        return {"atol": self.atol, "rtol": self.rtol, "check_error_stat": self.check_error_stat,
+                "error_quantile": self.error_quantile}
+
+
+_SHARED = {
+    "atol": (Optional[List[str]], typer.Option(None, "--atol", help="Absolute tolerance: VALUE for all tensors or NAME:VALUE for one (repeatable). Default 1e-5.")),
+    "rtol": (Optional[List[str]], typer.Option(None, "--rtol", help="Relative tolerance: VALUE or NAME:VALUE (repeatable). Default 1e-5. An element passes if |test-ref| <= atol + rtol*|ref|.")),
+    "check_error_stat": (str, typer.Option("elemwise", "--check-error-stat", help="What must be within tolerance: elemwise (every element), max, mean, median or quantile of the error.")),
+    "error_quantile": (float, typer.Option(0.99, "--error-quantile", help="Quantile used by --check-error-stat quantile.")),
+    "report": (Optional[Path], typer.Option(None, "--report", help="Write the comparison report as JSON to this file.")),
+    "html": (Optional[Path], typer.Option(None, "--html", help="Write a self-contained HTML report to this file.")),
+    "order": (str, typer.Option("topo", "--order", help="Console table order: topo (topological) or worst (largest error first).")),
+    "max_rows": (int, typer.Option(40, "--max-rows", min=0, help="At most this many rows per table in the console (0: all).")),
+    "failing_only": (bool, typer.Option(False, "--failing-only", help="List only failing tensors in the console table.")),
+    "wide": (bool, typer.Option(False, "--wide", help="Every statistic in the console table (the HTML page always has them).")),
+    "quiet": (bool, typer.Option(False, "--quiet", "-q", help="Print only the summary lines.")),
+}
+assert set(_SHARED) == {f.name for f in fields(ComparisonOptions)}
+
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Show tracebacks and backend logs.")
-QUIET = typer.Option(False, "--quiet", "-q", help="Print only the summary lines.")
 
 
-def make_tolerances(atol: Optional[List[str]], rtol: Optional[List[str]], check_error_stat: str, error_quantile: float):
-    from trtdebug.compare.tolerances import Tolerances
+def comparison_options(func):
+    """Add the shared options to a typer command; it receives them as ``opts: ComparisonOptions``."""
+    hints = typing.get_type_hints(func)  # the command module's string annotations, resolved there
+    signature = inspect.signature(func)
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+             for name, (annotation, option) in _SHARED.items()]
 
-    return Tolerances.from_cli(atol, rtol, check_error_stat=check_error_stat, error_quantile=error_quantile)
+    @functools.wraps(func)
+    def command(**kwargs):
+        opts = ComparisonOptions(**{name: kwargs.pop(name) for name in _SHARED})
+        check_choice(opts.order, ("topo", "worst"), "--order")
+        return func(opts=opts, **kwargs)
+
+    params = [p.replace(annotation=hints.get(p.name, p.annotation))
+              for p in signature.parameters.values() if p.name != "opts"] + extra
+    command.__signature__ = signature.replace(parameters=params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
 
 
 def check_choice(value: str, choices, flag: str) -> str:
@@ -33,25 +84,17 @@ def check_choice(value: str, choices, flag: str) -> str:
     return value
 
 
-def emit_report(report, *, report_path: Optional[Path], html_path: Optional[Path], order: str, max_rows: int,
-                failing_only: bool, quiet: bool, console) -> int:
-    """Print the report, write the requested files, and return the exit code."""
+def show_outcome(outcome, opts: ComparisonOptions) -> int:
+    """Print the report and the outcome's notes; return the exit code."""
     from trtdebug.render.console import print_report
 
-    check_choice(order, ("topo", "worst"), "--order")
-    if report.comparisons:
-        print_report(report, console, order=order, limit=max_rows or None, show_passing=not failing_only, summary_only=quiet)
-    if report_path:
-        from trtdebug.render.json import write_json
-
-        write_json(report, report_path)
-        console.print(f"report written to {report_path}")
-    if html_path:
-        from trtdebug.render.html import write_html
-
-        write_html(report, html_path)
-        console.print(f"HTML report written to {html_path}")
-    return EXIT_OK if report.passed else EXIT_MISMATCH
+    out, err = stdout_console(), stderr_console()
+    if outcome.report is not None and outcome.report.comparisons:
+        print_report(outcome.report, out, order=opts.order, limit=opts.max_rows or None,
+                     show_passing=not opts.failing_only, summary_only=opts.quiet, wide=opts.wide)
+    for note in outcome.notes:
+        err.print(note, markup=False)
+    return outcome.exit_code
 
 
 def stdout_console():

@@ -19,7 +19,7 @@ NAMES_SHOWN = 5  # names listed for "only in one runner" before "... and N more"
 
 
 def print_report(report: Report, console: Console, *, order: str = "topo", limit: Optional[int] = None,
-                 show_passing: bool = True, summary_only: bool = False) -> None:
+                 show_passing: bool = True, summary_only: bool = False, wide: bool = False) -> None:
     """Print every comparison of ``report``.
 
     ``order="worst"`` sorts rows by how far over tolerance they are; ``limit`` caps the rows
