@@ -1,3 +1,3 @@
-from trtdebug.cli import main
+from trtdebug.entrypoint import main
 
 main()

@@ -401,17 +401,19 @@ def _check_loaded_shapes(feeds: Sequence[Feeds], input_shapes: Optional[Mapping[
 
 def _check_artifact_paths(outputs: Mapping[str, Optional[PathLike]], inputs: Sequence[Optional[PathLike]]) -> None:
     """No artifact may overwrite an input, and no two artifacts may share a path."""
-    from trtdebug.util.files import refuse_to_overwrite_inputs
+    from trtdebug.util.files import refuse_to_overwrite_inputs, resolved
 
     refuse_to_overwrite_inputs(list(outputs.values()), [p for p in inputs if _is_path(p)])
     seen: Dict[Path, str] = {}
     for flag, path in outputs.items():
         if path is None:
             continue
-        resolved = Path(path).resolve()
-        if resolved in seen:
-            raise UsageError(f"{seen[resolved]} and {flag} both write {path}; give them different paths")
-        seen[resolved] = flag
+        where = resolved(path)
+        if where in seen:
+            raise UsageError(f"{seen[where]} and {flag} both write {path}; give them different paths")
+        if where.is_dir() and flag != "--save-outputs":
+            raise UsageError(f"{flag} {path} is a directory; give a file name")
+        seen[where] = flag
 
 
 def _check_tensor_names(tolerances, graph, extra_names=()) -> None:

@@ -92,6 +92,8 @@ def main(argv=None) -> None:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, said as one line
         _fail(exc, EXIT_INTERNAL, verbose, internal=True)
     code = code if isinstance(code, int) else EXIT_OK
+    if code == EXIT_INTERRUPTED:  # typer >= 0.16 turns Ctrl-C into a silent Exit(130)
+        _interrupted()
     try:
         sys.stdout.flush()
     except BrokenPipeError:

@@ -104,8 +104,15 @@ def stdout_console():
 
     from rich.console import Console
 
+    class ReportConsole(Console):
+        def on_broken_pipe(self) -> None:
+            """The reader went away (``| head``): stop printing but finish the run, whose exit code stands
+            (rich's default exits with 1, which CI would read as an accuracy failure)."""
+            self.quiet = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
     width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 180
-    return Console(highlight=False, soft_wrap=False, width=width)
+    return ReportConsole(highlight=False, soft_wrap=False, width=width)
 
 
 def stderr_console():

@@ -81,11 +81,19 @@ def atomic_directory(path: os.PathLike | str, *, marker: str) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def resolved(path: os.PathLike | str) -> Path:
+    """``Path.resolve()`` that survives symlink loops (RuntimeError before Python 3.13): then the absolute path."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):
+        return Path(os.path.abspath(path))
+
+
 def refuse_to_overwrite_inputs(outputs: Iterable[os.PathLike | str | None], inputs: Iterable[os.PathLike | str | None]) -> None:
     """Raise if an output path would overwrite one of the user's input files."""
-    ins = {Path(p).resolve() for p in inputs if p}
+    ins = {resolved(p) for p in inputs if p}
     for out in outputs:
-        if out and Path(out).resolve() in ins:
+        if out and resolved(out) in ins:
             raise UsageError(f"refusing to write {out}: it is one of the inputs")
 
 
