@@ -22,6 +22,7 @@ Three kinds of checks, none of which needs TensorRT:
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
@@ -81,6 +82,7 @@ RECEIVERS = {  # variable name in trtdebug/runners/tensorrt -> the TensorRT clas
 FEATURE_FIELDS = set(compat.Features.__dataclass_fields__) | {"strong_typing_required"}
 
 
+@functools.lru_cache(maxsize=None)
 def _api_members(cls: str) -> Set[str]:
     return {m for v in RELEASES if trt_fakes.has_member(v, cls) for m in trt_fakes._all_members(v, cls)}
 

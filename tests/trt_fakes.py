@@ -331,7 +331,7 @@ class _Builder:
         world = type(self)._world
         if world.build is not None:
             return world.build(self, network, config)
-        return b"ENGINE:" + ",".join(network.get_output(i).name for i in range(network.num_outputs)).encode()
+        return engine_bytes(network)
 
 
 @_Behaviour.of("OnnxParser")
@@ -506,6 +506,7 @@ def fake_trt(version: str) -> types.ModuleType:
         cls = classes.get(cls_name)
         if cls is not None and member in cls["members"]:
             setattr(module, name, getattr(getattr(module, cls_name), member))
+    world.reads.clear()
     return module
 
 
@@ -612,6 +613,11 @@ def parser_error(trt, node: int, desc: str, code: str = "UNSUPPORTED_NODE", *, n
     """A ParserError; ``node_name``/``node_operator`` exist as methods only on releases that have them (10.0+)."""
     return _new(trt, "ParserError", node=node, desc=desc, code=getattr(trt.ErrorCode, code), node_name=node_name,
                 node_operator=node_operator, func=func)
+
+
+def engine_bytes(network) -> bytes:
+    """What the fake builder "serializes" by default: ``ENGINE:`` and the network's output names."""
+    return b"ENGINE:" + ",".join(network.get_output(i).name for i in range(network.num_outputs)).encode()
 
 
 def engine(trt, tensors: Dict[str, Tuple[str, str, Sequence[int]]], profiles: Sequence[dict] = (), **props):
