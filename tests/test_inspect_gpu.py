@@ -232,9 +232,8 @@ def test_capability_saves_an_unsupported_subgraph_onnxruntime_can_run(tmp_path):
     pytest.fail(f"TensorRT {trt.__version__} parsed every candidate op {CANDIDATES}: pick another unsupported op")
 
 
-def test_capability_of_a_custom_domain_op(tmp_path):
-    from trtdebug.inspect import inspect_capability
-
+def _custom_op_model():
+    """relu -> MyOp (a custom domain: no TensorRT importer, on any release) -> sigmoid."""
     nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu"),
              helper.make_node("MyOp", ["a"], ["b"], name="custom", domain="com.example"),
              helper.make_node("Sigmoid", ["b"], ["y"], name="sigmoid")]
@@ -243,7 +242,13 @@ def test_capability_of_a_custom_domain_op(tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])]),
         opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
     model.ir_version = 8
-    path = _save(model, tmp_path / "custom.onnx")
+    return model
+
+
+def test_capability_of_a_custom_domain_op(tmp_path):
+    from trtdebug.inspect import inspect_capability
+
+    path = _save(_custom_op_model(), tmp_path / "custom.onnx")
     report = inspect_capability(path, tmp_path / "cap")
     print(json.dumps(report.to_dict(), indent=1))
     assert not report.fully_supported
@@ -256,12 +261,13 @@ def test_capability_of_a_custom_domain_op(tmp_path):
 def test_capability_cli(tmp_path):
     from trtdebug.cli.inspect import inspect_app
 
-    path = _save(_sandwich("Det"), tmp_path / "det.onnx")
+    path = _save(_custom_op_model(), tmp_path / "custom.onnx")  # unsupported everywhere: the CLI must say so
     result = CliRunner().invoke(inspect_app, ["capability", str(path), "--out", str(tmp_path / "cap"),
                                               "--json", str(tmp_path / "cap.json")], env=WIDE, catch_exceptions=False)
     print(result.output)
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "cap.json").read_text())
-    assert data["tensorrt_version"] == trt.__version__
-    if not data["fully_supported"]:
-        assert "Summary" in result.output and "Det" in result.output
+    assert data["tensorrt_version"] == trt.__version__ and data["fully_supported"] is False
+    assert data["summary"][0]["operator"] == "com.example::MyOp" and data["summary"][0]["nodes"] == ["custom"]
+    assert "Summary" in result.output and "MyOp" in result.output
+    assert (tmp_path / "cap" / "supported_0.onnx").exists()

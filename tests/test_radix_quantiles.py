@@ -23,14 +23,14 @@ def test_radix_quantiles_match_numpy_on_large_arrays(kind):
     before = values.copy()
     got = metrics._quantiles(values, qs)
     assert np.array_equal(values, before)  # left as it is
-    ordered = np.sort(values)  # numpy's linear quantile, from the sorted values
-    expected = []
-    for q in qs:
-        position = q * (values.size - 1)
-        k, frac = int(position), position - int(position)
-        with np.errstate(invalid="ignore"):
-            expected.append(ordered[k] if frac == 0 else ordered[k] + (ordered[k + 1] - ordered[k]) * frac)
-    np.testing.assert_array_equal(got, expected)  # bit for bit (NaN where inf - inf interpolates)
+    with np.errstate(invalid="ignore"):
+        expected = np.quantile(values, qs)  # numpy's own (linear) quantile is the judge...
+    for i, q in enumerate(qs):  # ...except where it interpolates inf - inf into NaN at an exact order statistic
+        k = q * (values.size - 1)
+        if k == int(k):
+            expected[i] = np.partition(values, int(k))[int(k)]
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0, equal_nan=True)
+    assert got[2] == values.min() and got[3] == values.max()  # order statistics themselves: exact
 
 
 def test_equal_tensors_take_the_shortcut_with_the_same_statistics():

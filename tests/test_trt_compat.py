@@ -1,8 +1,9 @@
 """The TensorRT backend's version-adaptive logic, driven by fake ``tensorrt`` modules (no GPU, no TensorRT).
 
-The fakes model the *names* TensorRT 8.6, 10.x and 11.x expose; compat.detect must read
-features from names alone, and everything built on it (flags, marking, boundaries, the
-builder, the runner's I/O loop) must do the right thing for each.
+The fakes (tests/trt_fakes.py) have exactly the names of real releases - 8.6.1, 10.13 and 11.0 here;
+tests/test_trt_api_surfaces.py covers every snapshotted release - so flags, marking, boundaries, the
+builder and the runner's I/O loop are exercised against what each release really offers.  A test
+that needs a release we have no snapshot of (before 8.6) deletes names from 8.6.1's fake, and says so.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
+import trt_fakes
 from trtdebug import zoo
 from trtdebug.errors import BackendError, BackendUnavailableError, BuildError, FeedError, ParseError, UsageError
 from trtdebug.model import ModelGraph, OutputSelection
@@ -21,195 +23,54 @@ from trtdebug.runners.tensorrt import Profile, TrtBuildConfig, compat, marking, 
 from trtdebug.runners.tensorrt import boundaries as bnd
 from trtdebug.runners.tensorrt.builder import EngineBuilder, layer_onnx_node, parse_error_message
 
-
-# ----------------------------------------------------------------------------------------------
-# fake tensorrt modules
-# ----------------------------------------------------------------------------------------------
-
-class DataType(enum.Enum):
-    FLOAT = 0
-    HALF = 1
-    INT8 = 2
-    INT32 = 3
-    BOOL = 4
-    UINT8 = 5
-    BF16 = 7
-    INT64 = 8
-    FP8 = 6
-
-
-class LayerType(enum.Enum):
-    CONVOLUTION = 0
-    ACTIVATION = 1
-    CONSTANT = 2
-    SHAPE = 3
-    ELEMENTWISE = 4
-    TRIP_LIMIT = 5
-    ITERATOR = 6
-    RECURRENCE = 7
-    LOOP_OUTPUT = 8
-    SHUFFLE = 9
-    CONDITION = 10
-    CONDITIONAL_INPUT = 11
-    CONDITIONAL_OUTPUT = 12
-
-
-class TensorIOMode(enum.Enum):
-    NONE = 0
-    INPUT = 1
-    OUTPUT = 2
-
-
-def _enum(name, members):
-    return enum.IntEnum(name, {m: i for i, m in enumerate(members)})  # pybind11 enums support int()
-
-
-BASE_FLAGS = ["FP16", "INT8", "TF32", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS", "REFIT"]
-
-
-def make_trt(version: str = "8.6.0", *, flags=None, extra_flags=(), ncf=("EXPLICIT_BATCH",), max_batch_size=True,
-             network_attrs=(), context_attrs=("execute_async_v3", "set_tensor_address", "set_input_shape",
-                                               "set_output_allocator"),
-             config_attrs=("builder_optimization_level", "set_memory_pool_limit", "create_timing_cache",
-                           "set_timing_cache", "progress_monitor"),
-             parser_attrs=("supports_model",), classes=("IOutputAllocator", "IAlgorithmSelector", "IProgressMonitor"),
-             layer_metadata=True):
-    """A fake ``tensorrt`` module exposing the given names."""
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
-    trt.BuilderFlag = _enum("BuilderFlag", list(flags if flags is not None else BASE_FLAGS) + list(extra_flags))
-    trt.NetworkDefinitionCreationFlag = _enum("NetworkDefinitionCreationFlag", ncf)
-    trt.MemoryPoolType = _enum("MemoryPoolType", ["WORKSPACE"])
-    trt.ProfilingVerbosity = _enum("ProfilingVerbosity", ["LAYER_NAMES_ONLY", "NONE", "DETAILED"])
-    trt.LayerInformationFormat = _enum("LayerInformationFormat", ["ONELINE", "JSON"])
-    trt.DataType = DataType
-    trt.LayerType = LayerType
-    trt.TensorIOMode = TensorIOMode
-    trt.float32 = DataType.FLOAT
-    trt.Builder = type("Builder", (), {"max_batch_size": 1} if max_batch_size else {})
-    trt.INetworkDefinition = type("INetworkDefinition", (), {a: None for a in network_attrs})
-    trt.IExecutionContext = type("IExecutionContext", (), {a: None for a in context_attrs})
-    trt.IBuilderConfig = type("IBuilderConfig", (), {a: None for a in config_attrs})
-    trt.ICudaEngine = type("ICudaEngine", (), {"create_engine_inspector": None, "get_tensor_profile_shape": None})
-    trt.OnnxParser = type("OnnxParser", (), {a: None for a in parser_attrs})
-    trt.ILayer = type("ILayer", (), {"metadata": None} if layer_metadata else {})
-    for name in classes:
-        setattr(trt, name, type(name, (), {"__init__": lambda self: None}))
-    trt.ILogger = type("ILogger", (), {"__init__": lambda self: None})
-    return trt
+V86, V10, V11 = "8.6.1", "10.13.3.9", "11.0.0.114"
 
 
 def trt86():
-    return make_trt("8.6.0")
+    return trt_fakes.fake_trt(V86)
 
 
 def trt10():
-    return make_trt("10.13.0", flags=BASE_FLAGS + ["BF16", "EDITABLE_TIMING_CACHE"], ncf=("EXPLICIT_BATCH", "STRONGLY_TYPED"),
-                    max_batch_size=False, network_attrs=("mark_debug", "mark_unfused_tensors_as_debug_tensors"),
-                    context_attrs=("execute_async_v3", "set_tensor_address", "set_input_shape", "set_output_allocator",
-                                   "set_debug_listener"),
-                    parser_attrs=("supports_model", "supports_model_v2"),
-                    classes=("IOutputAllocator", "IAlgorithmSelector", "IProgressMonitor", "IDebugListener"))
+    return trt_fakes.fake_trt(V10)
 
 
 def trt11():
-    return make_trt("11.0.0", flags=["TF32", "REFIT", "EDITABLE_TIMING_CACHE"], ncf=("STRONGLY_TYPED",),
-                    max_batch_size=False, network_attrs=("mark_debug", "mark_unfused_tensors_as_debug_tensors"),
-                    context_attrs=("execute_async_v3", "set_tensor_address", "set_input_shape", "set_output_allocator",
-                                   "set_debug_listener"),
-                    parser_attrs=("supports_model_v2",),
-                    classes=("IOutputAllocator", "IProgressMonitor", "IDebugListener"))
+    return trt_fakes.fake_trt(V11)
 
 
-class FakeConfig:
-    def __init__(self):
-        self.flags = set()
-        self.pools = {}
-        self.profiles = []
-        self.cache = None
-        self.builder_optimization_level = 3
-        self.profiling_verbosity = None
-        self.progress_monitor = None
-
-    def set_flag(self, flag):
-        self.flags.add(flag.name)
-
-    def clear_flag(self, flag):
-        self.flags.discard(flag.name)
-
-    def set_memory_pool_limit(self, pool, size):
-        self.pools[pool.name] = size
-
-    def create_timing_cache(self, data):
-        return FakeCache(data)
-
-    def set_timing_cache(self, cache, ignore_mismatch=False):
-        self.cache = cache
-
-    def get_timing_cache(self):
-        return self.cache
-
-    def add_optimization_profile(self, profile):
-        self.profiles.append(profile)
-        return len(self.profiles) - 1
+def new_config(trt):
+    """An IBuilderConfig as the fake builder makes it."""
+    return trt.Builder(None).create_builder_config()
 
 
-class FakeCache:
-    def __init__(self, data):
-        self.data = bytes(data)
-
-    def serialize(self):
-        return self.data + b"+built"
-
-    def combine(self, other, ignore_mismatch):
-        self.data = self.data + b"|" + other.data
-        return True
+def flags_of(config):
+    return config._p.get("flags", set())
 
 
 # ----------------------------------------------------------------------------------------------
-# feature detection
+# feature detection (per release: test_trt_api_surfaces.py)
 # ----------------------------------------------------------------------------------------------
-
-def test_detect_tensorrt_8_6():
-    f = compat.detect(trt86())
-    assert f.explicit_batch_flag and f.fp16_flag and f.int8_flag and f.weak_typing
-    assert not f.strongly_typed and not f.bf16_flag and not f.mark_debug and not f.mark_unfused_debug
-    assert f.optimization_level and f.memory_pool_limits and f.timing_cache and f.name_based_io
-    assert f.output_allocator and f.algorithm_selector and f.supports_model and not f.supports_model_v2
-    assert not f.strong_typing_required and not f.editable_timing_cache
-
-
-def test_detect_tensorrt_10():
-    f = compat.detect(trt10())
-    assert not f.explicit_batch_flag  # EXPLICIT_BATCH still named, but implicit batch is gone
-    assert f.strongly_typed and f.bf16_flag and f.mark_debug and f.mark_unfused_debug and f.editable_timing_cache
-    assert f.weak_typing and not f.strong_typing_required and f.supports_model_v2
-
-
-def test_detect_tensorrt_11():
-    f = compat.detect(trt11())
-    assert f.strong_typing_required and not f.fp16_flag and not f.int8_flag and not f.algorithm_selector
-    assert not f.supports_model and f.supports_model_v2 and not f.obey_precision_flag
-
 
 def test_detect_without_name_based_io_is_refused():
-    f = compat.detect(make_trt("8.4.0", context_attrs=("execute_async_v2",)))
+    t = trt86()
+    delattr(t.IExecutionContext, "execute_async_v3")  # a TensorRT before 8.5
     with pytest.raises(BackendError, match="8.6 or newer"):
-        compat.require_name_based_io(f)
+        compat.require_name_based_io(compat.detect(t))
 
 
 def test_network_flags_per_version():
     t = trt86()
-    assert compat.network_flags(t, compat.detect(t), strongly_typed=False) == 1 << t.NetworkDefinitionCreationFlag.EXPLICIT_BATCH.value
+    assert compat.network_flags(t, compat.detect(t), strongly_typed=False) == 1 << int(t.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     with pytest.raises(UsageError, match="strongly-typed"):
         compat.network_flags(t, compat.detect(t), strongly_typed=True)
     t = trt10()
     assert compat.network_flags(t, compat.detect(t), strongly_typed=False) == 0
-    assert compat.network_flags(t, compat.detect(t), strongly_typed=True) == 1 << t.NetworkDefinitionCreationFlag.STRONGLY_TYPED.value
+    assert compat.network_flags(t, compat.detect(t), strongly_typed=True) == 1 << int(t.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     t = trt11()
     f = compat.detect(t)
     assert compat.wants_strong_typing(f, False)
-    assert compat.network_flags(t, f, strongly_typed=compat.wants_strong_typing(f, False)) == 1
+    assert compat.network_flags(t, f, strongly_typed=True) == 1 << int(t.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    assert "NetworkDefinitionCreationFlag.EXPLICIT_BATCH" not in t._fake.reads  # gone in 11: never touched
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,17 +79,17 @@ def test_network_flags_per_version():
 
 def test_precision_flags_on_8_6():
     t = trt86()
-    cfg = FakeConfig()
+    cfg = new_config(t)
     notes = compat.apply_precision_flags(t, cfg, compat.detect(t), TrtBuildConfig(fp16=True, int8=True, tf32=False))
-    assert cfg.flags == {"FP16", "INT8"} and "FP16 enabled" in notes and "TF32 disabled" in notes
+    assert flags_of(cfg) == {"FP16", "INT8"} and "FP16 enabled" in notes and "TF32 disabled" in notes
     with pytest.raises(UsageError, match="BF16"):
-        compat.apply_precision_flags(t, FakeConfig(), compat.detect(t), TrtBuildConfig(bf16=True))
+        compat.apply_precision_flags(t, new_config(t), compat.detect(t), TrtBuildConfig(bf16=True))
 
 
 def test_fp16_on_tensorrt_11_is_a_clear_usage_error():
     t = trt11()
     with pytest.raises(UsageError) as info:
-        compat.apply_precision_flags(t, FakeConfig(), compat.detect(t), TrtBuildConfig(fp16=True))
+        compat.apply_precision_flags(t, new_config(t), compat.detect(t), TrtBuildConfig(fp16=True))
     text = str(info.value)
     assert "TensorRT 11" in text and "strongly typed" in text and "precision tools" in text
     assert info.value.exit_code == 2
@@ -237,13 +98,14 @@ def test_fp16_on_tensorrt_11_is_a_clear_usage_error():
 def test_fp16_with_strongly_typed_is_refused():
     t = trt10()
     with pytest.raises(UsageError, match="strongly typed"):
-        compat.apply_precision_flags(t, FakeConfig(), compat.detect(t), TrtBuildConfig(fp16=True, strongly_typed=True))
+        compat.apply_precision_flags(t, new_config(t), compat.detect(t), TrtBuildConfig(fp16=True, strongly_typed=True))
 
 
 def test_precision_constraint_flag_preference():
     t = trt86()
     assert compat.precision_constraint_flag(t, compat.detect(t)).name == "OBEY_PRECISION_CONSTRAINTS"
-    t = make_trt("8.0.0", flags=["FP16", "STRICT_TYPES"])
+    for newer in ("OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"):  # a TensorRT before 8.2
+        delattr(t.BuilderFlag, newer)
     assert compat.precision_constraint_flag(t, compat.detect(t)).name == "STRICT_TYPES"
     t = trt11()
     assert compat.precision_constraint_flag(t, compat.detect(t)) is None
@@ -252,15 +114,17 @@ def test_precision_constraint_flag_preference():
 def test_workspace_and_optimization_level():
     t = trt86()
     f = compat.detect(t)
-    cfg = FakeConfig()
-    assert compat.set_workspace(t, cfg, f, 1 << 30) is None and cfg.pools == {"WORKSPACE": 1 << 30}
+    cfg = new_config(t)
+    assert compat.set_workspace(t, cfg, f, 1 << 30) is None and cfg._p["pools"] == {"WORKSPACE": 1 << 30}
     compat.set_optimization_level(cfg, f, 1)
     assert cfg.builder_optimization_level == 1
     with pytest.raises(UsageError):
         compat.set_optimization_level(cfg, f, 9)
-    old = make_trt("8.2.0", config_attrs=("max_workspace_size",))
+    old = trt86()  # a TensorRT before 8.4 (workspace) and 8.6 (optimization level)
+    delattr(old.IBuilderConfig, "set_memory_pool_limit")
+    delattr(old.IBuilderConfig, "builder_optimization_level")
     fo = compat.detect(old)
-    cfg = types.SimpleNamespace()
+    cfg = new_config(old)
     assert compat.set_workspace(old, cfg, fo, 123) is None and cfg.max_workspace_size == 123
     assert "8.6" in compat.set_optimization_level(cfg, fo, 1)
 
@@ -268,7 +132,7 @@ def test_workspace_and_optimization_level():
 def test_detailed_profiling_and_timing_cache():
     t = trt86()
     f = compat.detect(t)
-    cfg = FakeConfig()
+    cfg = new_config(t)
     assert compat.set_detailed_profiling(t, cfg) and cfg.profiling_verbosity.name == "DETAILED"
     cache = compat.create_timing_cache(cfg, f, b"old")
     compat.attach_timing_cache(cfg, cache)
@@ -277,10 +141,11 @@ def test_detailed_profiling_and_timing_cache():
 
 def test_editable_timing_cache_only_where_named():
     t = trt86()
-    cfg = FakeConfig()
-    assert not compat.enable_editable_timing_cache(t, cfg, compat.detect(t)) and not cfg.flags
+    cfg = new_config(t)
+    assert not compat.enable_editable_timing_cache(t, cfg, compat.detect(t)) and not flags_of(cfg)
     t = trt11()
-    assert compat.enable_editable_timing_cache(t, cfg, compat.detect(t)) and cfg.flags == {"EDITABLE_TIMING_CACHE"}
+    cfg = new_config(t)
+    assert compat.enable_editable_timing_cache(t, cfg, compat.detect(t)) and flags_of(cfg) == {"EDITABLE_TIMING_CACHE"}
 
 
 def test_timing_cache_file_is_merged(tmp_path):
@@ -288,10 +153,11 @@ def test_timing_cache_file_is_merged(tmp_path):
 
     path = tmp_path / "tc.bin"
     assert read_cache_file(path) == b""
-    f = compat.detect(trt86())
-    assert save_merged(FakeConfig(), f, path, b"A")
+    t = trt86()
+    f = compat.detect(t)
+    assert save_merged(new_config(t), f, path, b"A")
     assert path.read_bytes() == b"A"
-    assert save_merged(FakeConfig(), f, path, b"B")
+    assert save_merged(new_config(t), f, path, b"B")
     assert path.read_bytes() == b"B|A+built"  # ours combined with what was on disk
 
 
@@ -300,6 +166,7 @@ def test_timing_cache_file_is_merged(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 def test_dtype_mapping_by_name():
+    DataType = trt10().DataType
     assert compat.numpy_dtype(DataType.FLOAT) == np.float32
     assert compat.numpy_dtype(DataType.HALF) == np.float16
     assert compat.numpy_dtype(DataType.BOOL) == np.bool_
@@ -322,84 +189,6 @@ def test_bf16_round_trip():
 # fake networks for marking and building
 # ----------------------------------------------------------------------------------------------
 
-class FakeTensor:
-    def __init__(self, name, dtype=DataType.FLOAT, shape=(2, 4), shape_tensor=False, execution=True):
-        self.name = name
-        self.dtype = dtype
-        self.shape = shape
-        self.is_shape_tensor = shape_tensor
-        self.is_execution_tensor = execution
-        self.is_network_output = False
-
-
-class FakeLayer:
-    def __init__(self, name, kind, inputs, outputs, metadata=""):
-        self.name = name
-        self.type = kind
-        self._inputs = inputs
-        self._outputs = outputs
-        self.metadata = metadata
-        self.precision = None
-        self.output_types = {}
-
-    @property
-    def num_inputs(self):
-        return len(self._inputs)
-
-    @property
-    def num_outputs(self):
-        return len(self._outputs)
-
-    def get_input(self, i):
-        return self._inputs[i]
-
-    def get_output(self, i):
-        return self._outputs[i]
-
-    def set_output_type(self, i, dtype):
-        self.output_types[i] = dtype
-
-
-class FakeNetwork:
-    def __init__(self, inputs, layers, outputs):
-        self._inputs = inputs
-        self._layers = layers
-        self._outputs = []
-        for t in outputs:
-            self.mark_output(t)
-        self.debug = []
-        self.unfused = False
-
-    num_inputs = property(lambda self: len(self._inputs))
-    num_layers = property(lambda self: len(self._layers))
-    num_outputs = property(lambda self: len(self._outputs))
-
-    def get_input(self, i):
-        return self._inputs[i]
-
-    def get_layer(self, i):
-        return self._layers[i]
-
-    def get_output(self, i):
-        return self._outputs[i]
-
-    def mark_output(self, t):
-        t.is_network_output = True
-        self._outputs.append(t)
-
-    def unmark_output(self, t):
-        t.is_network_output = False
-        self._outputs.remove(t)
-
-    def mark_debug(self, t):
-        self.debug.append(t.name)
-        return True
-
-    def mark_unfused_tensors_as_debug_tensors(self):
-        self.unfused = True
-        return True
-
-
 def _graph_model():
     """x -> conv -> relu -> [loop body] -> add -> y, with names the fake network reuses."""
     nodes = [
@@ -416,33 +205,36 @@ def _graph_model():
     return m, ModelGraph(m)
 
 
-def _fake_network():
-    x = FakeTensor("x")
-    conv_out, relu_out = FakeTensor("conv_out"), FakeTensor("relu_out")
-    helper_t = FakeTensor("(Unnamed Layer* 3) [Shuffle]_output")
-    shape_out = FakeTensor("shape_out", DataType.INT32, shape_tensor=True, execution=False)
-    const = FakeTensor("const_w")
-    reshaped = FakeTensor("reshaped")
-    it_out, body, rec_out = FakeTensor("it"), FakeTensor("body_t"), FakeTensor("rec")
-    loop_result = FakeTensor("loop_result")
-    fp8 = FakeTensor("relu_out_fp8", DataType.FP8)
-    y = FakeTensor("y")
+def _fake_network(trt=None):
+    """The network the parser would make of _graph_model(), with loop, shape and helper layers."""
+    trt = trt or trt86()
+    T, L = trt_fakes.tensor, trt_fakes.layer
+    x = T(trt, "x")
+    conv_out, relu_out = T(trt, "conv_out"), T(trt, "relu_out")
+    helper_t = T(trt, "(Unnamed Layer* 3) [Shuffle]_output")
+    shape_out = T(trt, "shape_out", "INT32", shape_tensor=True, execution=False)
+    const = T(trt, "const_w")
+    reshaped = T(trt, "reshaped")
+    it_out, body, rec_out = T(trt, "it"), T(trt, "body_t"), T(trt, "rec")
+    loop_result = T(trt, "loop_result")
+    fp8 = T(trt, "relu_out_fp8", "FP8")
+    y = T(trt, "y")
     layers = [
-        FakeLayer("conv", LayerType.CONVOLUTION, [x], [conv_out], "[ONNX Layer: conv]"),
-        FakeLayer("relu", LayerType.ACTIVATION, [conv_out], [relu_out], "[ONNX Layer: relu]"),
-        FakeLayer("relu_1", LayerType.SHUFFLE, [relu_out], [helper_t]),
-        FakeLayer("shape", LayerType.SHAPE, [relu_out], [shape_out]),
-        FakeLayer("w", LayerType.CONSTANT, [], [const]),
-        FakeLayer("reshape", LayerType.SHUFFLE, [relu_out, shape_out], [reshaped]),
-        FakeLayer("trip", LayerType.TRIP_LIMIT, [const], []),
-        FakeLayer("iter", LayerType.ITERATOR, [reshaped], [it_out]),
-        FakeLayer("body", LayerType.ACTIVATION, [it_out], [body]),
-        FakeLayer("rec", LayerType.RECURRENCE, [body], [rec_out]),
-        FakeLayer("loop_out", LayerType.LOOP_OUTPUT, [rec_out], [loop_result]),
-        FakeLayer("cast", LayerType.ACTIVATION, [relu_out], [fp8]),
-        FakeLayer("add", LayerType.ELEMENTWISE, [loop_result, reshaped], [y], "[ONNX Layer: add]"),
+        L(trt, "conv", "CONVOLUTION", [x], [conv_out], "[ONNX Layer: conv]"),
+        L(trt, "relu", "ACTIVATION", [conv_out], [relu_out], "[ONNX Layer: relu]"),
+        L(trt, "relu_1", "SHUFFLE", [relu_out], [helper_t]),
+        L(trt, "shape", "SHAPE", [relu_out], [shape_out]),
+        L(trt, "w", "CONSTANT", [], [const]),
+        L(trt, "reshape", "SHUFFLE", [relu_out, shape_out], [reshaped]),
+        L(trt, "trip", "TRIP_LIMIT", [const], []),
+        L(trt, "iter", "ITERATOR", [reshaped], [it_out]),
+        L(trt, "body", "ACTIVATION", [it_out], [body]),
+        L(trt, "rec", "RECURRENCE", [body], [rec_out]),
+        L(trt, "loop_out", "LOOP_OUTPUT", [rec_out], [loop_result]),
+        L(trt, "cast", "ACTIVATION", [relu_out], [fp8]),
+        L(trt, "add", "ELEMENTWISE", [loop_result, reshaped], [y], "[ONNX Layer: add]"),
     ]
-    return FakeNetwork([x], layers, [y])
+    return trt_fakes.network(trt, [x], layers, [y])
 
 
 def test_loop_body_layers_found_by_data_flow():
@@ -487,7 +279,7 @@ def test_explicit_names_and_exclusions():
 def test_requested_name_missing_from_network_is_skipped_with_reason():
     net = _fake_network()
     model, graph = _graph_model()
-    net._layers = [l for l in net._layers if l.name != "conv"]  # the parser folded it
+    net._p["layers"] = [l for l in net._p["layers"] if l.name != "conv"]  # the parser folded it
     plan = marking.plan_marking(net, graph, OutputSelection(names=("conv_out",)))
     assert dict(plan.skipped)["conv_out"] == marking.REASON_NOT_IN_NETWORK
 
@@ -539,138 +331,92 @@ def test_similar_roles_from_a_network():
 
 
 def test_layer_onnx_node_matching():
-    layer = FakeLayer("whatever", LayerType.ACTIVATION, [], [], "[ONNX Layer: a/b]")
+    t = trt86()
+
+    def FakeLayer(name, kind, inputs, outputs, metadata):
+        return trt_fakes.layer(t, name, kind, inputs, outputs, metadata)
+
+    layer = FakeLayer("whatever", "ACTIVATION", [], [], "[ONNX Layer: a/b]")
     assert layer_onnx_node(layer, {"a/b"}, set()) == "a/b"
-    assert layer_onnx_node(FakeLayer("conv", LayerType.ACTIVATION, [], [], ""), {"conv"}, set()) == "conv"
-    assert layer_onnx_node(FakeLayer("conv_2", LayerType.ACTIVATION, [], [], ""), {"conv"}, {"conv"}) == "conv"
-    assert layer_onnx_node(FakeLayer("conv_2", LayerType.ACTIVATION, [], [], ""), {"conv"}, {"conv", "conv_2"}) is None
+    assert layer_onnx_node(FakeLayer("conv", "ACTIVATION", [], [], ""), {"conv"}, set()) == "conv"
+    assert layer_onnx_node(FakeLayer("conv_2", "ACTIVATION", [], [], ""), {"conv"}, {"conv"}) == "conv"
+    assert layer_onnx_node(FakeLayer("conv_2", "ACTIVATION", [], [], ""), {"conv"}, {"conv", "conv_2"}) is None
 
 
 # ----------------------------------------------------------------------------------------------
 # parser errors and the builder, with a fake TensorRT
 # ----------------------------------------------------------------------------------------------
 
-class FakeParserError:
-    def __init__(self, node, desc, code="UNSUPPORTED_NODE", node_name=None, node_operator=None):
-        self._node, self._desc, self._code = node, desc, code
-        if node_name is not None:
-            self.node_name = lambda: node_name
-            self.node_operator = lambda: node_operator
-
-    def node(self):
-        return self._node
-
-    def desc(self):
-        return self._desc
-
-    def code(self):  # TensorRT 8.6's ErrorCode has ``name`` as a method
-        code = self._code
-        return types.SimpleNamespace(name=lambda: code)
-
-
 def test_parse_error_message_names_node_and_op():
     model, _ = _graph_model()
-    parser = types.SimpleNamespace(num_errors=2, get_error=lambda i: [
-        FakeParserError(3, "No importer registered for op: Reshape"),
-        FakeParserError(-1, "Assertion failed", code="MODEL_DESERIALIZE_FAILED", node_name="named", node_operator="MyOp"),
-    ][i])
+    trt = trt10()  # node_name()/node_operator() exist from 10.0; 8.6's errors name a node by index only
+    err = trt_fakes.parser_error
+    parser = trt.OnnxParser(trt_fakes.network(trt, [], [], []), None)
+    parser._p["errors"] = [err(trt, 3, "No importer registered for op: Reshape"),
+                           err(trt, -1, "Assertion failed", "MODEL_DESERIALIZE_FAILED", node_name="named", node_operator="MyOp")]
     text = parse_error_message(parser, model)
     assert "node 'reshape' (Reshape): UNSUPPORTED_NODE: No importer registered for op: Reshape" in text
     assert "node 'named' (MyOp): MODEL_DESERIALIZE_FAILED: Assertion failed" in text
     assert "\n" not in text  # one line: the CLI prints the first line of an error
 
 
-def _fake_trt_for_builder(trt, network_factory, *, parse_ok=True, build_ok=True, errors=()):
-    """Attach Builder/OnnxParser behaviour to a fake module."""
-    state = types.SimpleNamespace(configs=[], networks=[], flags=[])
+def _failing_build(message):
+    def build(builder, network, config):
+        builder._p["logger"].log(type(builder)._module.ILogger.ERROR, message)
+        return None
+    return build
 
-    class Profile_:
-        def __init__(self):
-            self.shapes = {}
 
-        def set_shape(self, name, mn, opt, mx):
-            self.shapes[name] = (tuple(mn), tuple(opt), tuple(mx))
-
-    class Builder:
-        def __init__(self, logger):
-            self.logger = logger
-
-        def create_network(self, flags):
-            state.flags.append(flags)
-            net = network_factory()
-            state.networks.append(net)
-            return net
-
-        def create_builder_config(self):
-            cfg = FakeConfig()
-            state.configs.append(cfg)
-            return cfg
-
-        def create_optimization_profile(self):
-            return Profile_()
-
-        def build_serialized_network(self, network, config):
-            if not build_ok:
-                self.logger.log(types.SimpleNamespace(name="ERROR"), "Could not find any implementation for node conv")
-                return None
-            return b"ENGINE:" + ",".join(network.get_output(i).name for i in range(network.num_outputs)).encode()
-
-    class OnnxParser:
-        def __init__(self, network, logger):
-            self.num_errors = 0 if parse_ok else len(errors)
-
-        def parse(self, data):
-            return parse_ok
-
-        def get_error(self, i):
-            return errors[i]
-
-    if hasattr(trt.Builder, "max_batch_size"):  # keep the version's names
-        Builder.max_batch_size = 1
-    trt.Builder = Builder
-    trt.OnnxParser = OnnxParser
-    return state
+def _builder_world(trt, network_factory, *, parse_ok=True, build_ok=True, errors=()):
+    """Set what the fake parser produces and how the fake builder answers; returns the module's World."""
+    world = trt._fake
+    world.network_factory = lambda: network_factory(trt)
+    world.parse_ok = parse_ok
+    world.parser_errors = list(errors)
+    if not build_ok:
+        world.build = _failing_build("Could not find any implementation for node conv")
+    return world
 
 
 def test_engine_builder_marks_configures_and_builds():
     trt = trt86()
     model, graph = _graph_model()
-    state = _fake_trt_for_builder(trt, _fake_network)
+    state = _builder_world(trt, _fake_network)
     cfg = TrtBuildConfig(fp16=True, workspace=1 << 20, builder_optimization_level=1, fp32_nodes=("relu", "add", "ghost"))
     eb = EngineBuilder(trt, model, graph, cfg, show_progress=False)
     result = eb.build(OutputSelection(mark_all=True))
     assert result.engine_bytes == b"ENGINE:y,conv_out,relu_out,reshaped,loop_result"
     c = state.configs[-1]
-    assert {"FP16", "OBEY_PRECISION_CONSTRAINTS"} <= c.flags and c.pools == {"WORKSPACE": 1 << 20}
+    assert {"FP16", "OBEY_PRECISION_CONSTRAINTS"} <= flags_of(c) and c._p["pools"] == {"WORKSPACE": 1 << 20}
     assert c.builder_optimization_level == 1 and c.profiling_verbosity.name == "DETAILED"
     net = state.networks[-1]
     relu, relu_1, add = net.get_layer(1), net.get_layer(2), net.get_layer(12)
-    assert relu.precision == DataType.FLOAT and relu_1.precision == DataType.FLOAT and add.precision == DataType.FLOAT
+    assert relu.precision == trt.DataType.FLOAT and relu_1.precision == trt.DataType.FLOAT and add.precision == trt.DataType.FLOAT
     assert net.get_layer(0).precision is None
     assert any("FP32 forced on 2 ONNX node(s); no TensorRT layer found for ghost" in n for n in result.notes)
-    assert state.flags[-1] == 1  # EXPLICIT_BATCH on 8.6
+    assert state.network_flags[-1] == 1  # EXPLICIT_BATCH on 8.6
 
 
 def test_engine_builder_derives_a_profile_from_feed_shapes():
     trt = trt86()
     model, graph = _graph_model()
 
-    def dynamic_network():
-        net = _fake_network()
-        net._inputs[0].shape = (-1, 4)
+    def dynamic_network(trt):
+        net = _fake_network(trt)
+        net.get_input(0).shape = (-1, 4)
         return net
 
-    state = _fake_trt_for_builder(trt, dynamic_network)
+    state = _builder_world(trt, dynamic_network)
     eb = EngineBuilder(trt, model, graph, TrtBuildConfig(), show_progress=False)
     with pytest.raises(UsageError, match="dynamic shapes"):
         eb.build()
     result = eb.build(feed_shapes={"x": (3, 4)})
-    assert state.configs[-1].profiles[0].shapes == {"x": ((3, 4), (3, 4), (3, 4))}
+    assert state.configs[-1]._p["profiles"][0]._p["shapes"] == {"x": ((3, 4), (3, 4), (3, 4))}
     assert any("min=opt=max" in n for n in result.notes)
     prof = Profile(min={"x": (1, 4)}, opt={"x": (2, 4)}, max={"x": (8, 4)})
     eb2 = EngineBuilder(trt, model, graph, TrtBuildConfig(profiles=(prof, prof)), show_progress=False)
     eb2.build()
-    assert len(state.configs[-1].profiles) == 2
+    assert state.configs[-1].num_optimization_profiles == 2
     bad = Profile(min={"nope": (1, 4)}, opt={"nope": (1, 4)}, max={"nope": (1, 4)})
     with pytest.raises(UsageError, match="unknown input"):
         EngineBuilder(trt, model, graph, TrtBuildConfig(profiles=(bad,)), show_progress=False).build()
@@ -679,12 +425,12 @@ def test_engine_builder_derives_a_profile_from_feed_shapes():
 def test_engine_builder_parse_and_build_failures_carry_tensorrt_text():
     trt = trt86()
     model, graph = _graph_model()
-    _fake_trt_for_builder(trt, _fake_network, parse_ok=False, errors=[FakeParserError(4, "unsupported op")])
+    _builder_world(trt, _fake_network, parse_ok=False, errors=[trt_fakes.parser_error(trt, 4, "unsupported op")])
     with pytest.raises(ParseError) as info:
         EngineBuilder(trt, model, graph, TrtBuildConfig(), show_progress=False).build()
     assert "node 'loop' (Relu): UNSUPPORTED_NODE: unsupported op" in str(info.value) and info.value.exit_code == 3
     trt = trt86()
-    _fake_trt_for_builder(trt, _fake_network, build_ok=False)
+    _builder_world(trt, _fake_network, build_ok=False)
     with pytest.raises(BuildError, match="Could not find any implementation for node conv"):
         EngineBuilder(trt, model, graph, TrtBuildConfig(), show_progress=False).build()
 
@@ -692,17 +438,16 @@ def test_engine_builder_parse_and_build_failures_carry_tensorrt_text():
 def test_engine_builder_marks_fewer_tensors_when_the_build_fails_with_all():
     trt = trt86()
     model, graph = _graph_model()
-    state = _fake_trt_for_builder(trt, _fake_network)
-    real = trt.Builder.build_serialized_network
+    state = _builder_world(trt, _fake_network)
+    fail = _failing_build("Could not find any implementation for node {ForeignNode[x]}.")
 
-    def picky(self, network, config):  # fails while "relu_out" and "reshaped" are both outputs
+    def picky(builder, network, config):  # fails while "relu_out" and "reshaped" are both outputs
         names = {network.get_output(i).name for i in range(network.num_outputs)}
         if {"relu_out", "reshaped"} <= names:
-            self.logger.log(types.SimpleNamespace(name="ERROR"), "Could not find any implementation for node {ForeignNode[x]}.")
-            return None
-        return real(self, network, config)
+            return fail(builder, network, config)
+        return trt_fakes.engine_bytes(network)
 
-    trt.Builder.build_serialized_network = picky
+    state.build = picky
     result = EngineBuilder(trt, model, graph, TrtBuildConfig(), show_progress=False).build(OutputSelection(mark_all=True))
     assert result.marking.mark == ["conv_out", "relu_out", "loop_result"]
     assert result.engine_bytes == b"ENGINE:y,conv_out,relu_out,loop_result"
@@ -718,22 +463,22 @@ def test_engine_builder_marks_fewer_tensors_when_the_build_fails_with_all():
 def test_engine_builder_debug_tensors_need_tensorrt_10():
     model, graph = _graph_model()
     trt = trt86()
-    _fake_trt_for_builder(trt, _fake_network)
+    _builder_world(trt, _fake_network)
     with pytest.raises(UsageError, match="10.0"):
         EngineBuilder(trt, model, graph, TrtBuildConfig(), show_progress=False).build(debug_names=["relu_out"])
     trt = trt10()
-    state = _fake_trt_for_builder(trt, _fake_network)
+    state = _builder_world(trt, _fake_network)
     result = EngineBuilder(trt, model, graph, TrtBuildConfig(), show_progress=False).build(debug_names=["relu_out", "gone"])
-    assert result.debug_tensors == ["relu_out"] and state.networks[-1].debug == ["relu_out"]
-    assert state.flags[-1] == 0  # no EXPLICIT_BATCH on 10.x
+    assert result.debug_tensors == ["relu_out"] and state.networks[-1]._p["debug"] == ["relu_out"]
+    assert state.network_flags[-1] == 0  # no EXPLICIT_BATCH on 10.x
     result = EngineBuilder(trt, model, graph, TrtBuildConfig(), show_progress=False).build(unfused_debug=True)
-    assert result.unfused_debug and state.networks[-1].unfused
+    assert result.unfused_debug and state.networks[-1]._p["unfused_debug"]
 
 
 def test_engine_builder_timing_cache_round_trip(tmp_path):
     trt = trt86()
     model, graph = _graph_model()
-    _fake_trt_for_builder(trt, _fake_network)
+    _builder_world(trt, _fake_network)
     path = tmp_path / "cache.bin"
     eb = EngineBuilder(trt, model, graph, TrtBuildConfig(timing_cache=path), show_progress=False)
     assert not eb.cache_loaded
@@ -747,7 +492,7 @@ def test_engine_builder_timing_cache_round_trip(tmp_path):
 def test_fp16_on_fake_tensorrt_11_fails_before_building():
     trt = trt11()
     model, graph = _graph_model()
-    _fake_trt_for_builder(trt, _fake_network)
+    _builder_world(trt, _fake_network)
     with pytest.raises(UsageError, match="TensorRT 11"):
         EngineBuilder(trt, model, graph, TrtBuildConfig(fp16=True), show_progress=False).build()
 
@@ -759,9 +504,7 @@ def test_fp16_on_fake_tensorrt_11_fails_before_building():
 def test_boundary_mode_by_features():
     assert bnd.choose_mode(compat.detect(trt86())) == bnd.MODE_OUTPUTS
     assert bnd.choose_mode(compat.detect(trt10())) == bnd.MODE_UNFUSED_DEBUG
-    t = trt10()
-    del t.INetworkDefinition.mark_unfused_tensors_as_debug_tensors
-    assert bnd.choose_mode(compat.detect(t)) == bnd.MODE_DEBUG
+    assert bnd.choose_mode(compat.detect(trt_fakes.fake_trt("10.8.0.43"))) == bnd.MODE_DEBUG  # before 10.12
     assert bnd.choose_mode(compat.detect(trt10()), prefer_outputs=True) == bnd.MODE_OUTPUTS
 
 
@@ -834,13 +577,12 @@ class FakeCudaMemory:
 
 def test_debug_listener_copies_kept_tensors_only():
     trt = trt10()
-    trt.TensorLocation = _enum("TensorLocation", ["DEVICE", "HOST"])
     cuda = FakeCudaMemory()
     ptr = cuda.malloc(16)
     cuda.htod_async(ptr, np.arange(4, dtype=np.float32), None)
     listener = bnd.make_debug_listener(trt, cuda, keep={"relu_out"})
-    assert listener.process_debug_tensor(ptr, trt.TensorLocation.DEVICE, DataType.FLOAT, (2, 2), "relu_out", 7)
-    listener.process_debug_tensor(ptr, trt.TensorLocation.DEVICE, DataType.FLOAT, (4,), "__myl_x", 7)
+    assert listener.process_debug_tensor(ptr, trt.TensorLocation.DEVICE, trt.DataType.FLOAT, (2, 2), "relu_out", 7)
+    listener.process_debug_tensor(ptr, trt.TensorLocation.DEVICE, trt.DataType.FLOAT, (4,), "__myl_x", 7)
     np.testing.assert_array_equal(listener.captured["relu_out"], np.arange(4, dtype=np.float32).reshape(2, 2))
     assert listener.dropped == ["__myl_x"] and not listener.errors
 
@@ -943,6 +685,9 @@ def test_profiles_from_args():
 # the runner's I/O loop with a fake engine
 # ----------------------------------------------------------------------------------------------
 
+_T86 = trt86()  # the runner's module in the I/O-loop tests
+
+
 class FakeEngine:
     """Engine with input ``ids`` (INT32, dynamic batch) and outputs ``double`` (FLOAT) and ``mask`` (BOOL)."""
 
@@ -955,10 +700,10 @@ class FakeEngine:
         return ["ids", "double", "mask"][i]
 
     def get_tensor_mode(self, name):
-        return TensorIOMode.INPUT if name == "ids" else TensorIOMode.OUTPUT
+        return _T86.TensorIOMode.INPUT if name == "ids" else _T86.TensorIOMode.OUTPUT
 
     def get_tensor_dtype(self, name):
-        return {"ids": DataType.INT32, "double": DataType.FLOAT, "mask": DataType.BOOL}[name]
+        return {"ids": _T86.DataType.INT32, "double": _T86.DataType.FLOAT, "mask": _T86.DataType.BOOL}[name]
 
     def get_tensor_shape(self, name):
         return (-1, 3)
@@ -1003,7 +748,7 @@ def _fake_runner(monkeypatch, engine):
     from trtdebug.runners.tensorrt import engine as engine_mod
     from trtdebug.runners.tensorrt.runner import TrtRunner
 
-    trt = trt86()
+    trt = _T86
     fake_cuda = FakeCudaMemory()
     monkeypatch.setattr(compat, "import_tensorrt", lambda: trt)
     monkeypatch.setattr(cuda_mod, "get_cuda", lambda: fake_cuda)
@@ -1070,3 +815,26 @@ def test_factory_is_import_safe_and_lazy():
     assert "tensorrt" not in sys.modules or hasattr(sys.modules["tensorrt"], "Builder")
     with pytest.raises(UsageError):
         make_trt_runner("x.engine", config=TrtBuildConfig(fp16=True))
+
+
+@pytest.mark.parametrize("version", trt_fakes.releases())
+def test_engine_builder_path_on_every_release(version):
+    """Parse, mark all, configure (precision, workspace, level, profiling, timing cache, FP32 nodes, debug
+    tensors) and build on each release's fake: a name the release lacks would raise AttributeError."""
+    trt = trt_fakes.fake_trt(version)
+    f = compat.detect(trt)
+    model, graph = _graph_model()
+    world = _builder_world(trt, _fake_network)
+    cfg = TrtBuildConfig(fp16=f.fp16_flag, workspace=1 << 20, builder_optimization_level=1,
+                         fp32_nodes=("relu",) if f.layer_precision else ())
+    debug = ["relu_out"] if f.mark_debug else []
+    result = EngineBuilder(trt, model, graph, cfg, show_progress=False).build(OutputSelection(mark_all=True),
+                                                                              debug_names=debug)
+    assert result.engine_bytes == b"ENGINE:y,conv_out,relu_out,reshaped,loop_result" and result.debug_tensors == debug
+    assert ("ILayer.precision" in world.reads) == f.layer_precision
+    assert world.network_flags[-1] == (1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+                                       if f.strong_typing_required else int(f.explicit_batch_flag))
+    if not f.layer_precision:  # 11.x: FP32 layers are the ONNX graph's business (strongly typed)
+        with pytest.raises(UsageError, match="Cast nodes") as info:
+            EngineBuilder(trt, model, graph, TrtBuildConfig(fp32_nodes=("relu",)), show_progress=False).build()
+        assert "\n" not in str(info.value) and info.value.exit_code == 2

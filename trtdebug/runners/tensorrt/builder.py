@@ -173,6 +173,10 @@ class EngineBuilder:
         nodes = list(self.config.fp32_nodes)
         if not nodes:
             return
+        if not self.features.layer_precision:  # TensorRT 11: no ILayer.precision / set_output_type
+            raise UsageError(f"keeping ONNX nodes in FP32 needs per-layer precision, which TensorRT {self.features.version} "
+                             "does not have (removed in 11): keep them in FP32 in the ONNX graph itself (Cast nodes "
+                             "around them), which a strongly typed network builds as written")
         trt = self.trt
         wanted = set(nodes)
         all_nodes = set(self.graph.node_names) if self.graph is not None else set()

@@ -506,7 +506,7 @@ class _TrtChecker(SupportChecker):
             parser = self.trt.OnnxParser(network, self.logger)
             self.logger.messages.mark()
             try:
-                if self.api == API_V2:
+                if self.features.supports_model_v2:  # i.e. self.api == API_V2
                     ok = parser.supports_model_v2(data, path) if path else parser.supports_model_v2(data)
                     subgraphs = subgraphs_from_parser(parser)
                 else:

@@ -16,6 +16,7 @@ explicit batch must be requested      ``NetworkDefinitionCreationFlag.EXPLICIT_B
 strongly typed networks (9.1+/10)     ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``
 strong typing required (11)           no ``BuilderFlag.FP16`` *and* STRONGLY_TYPED present
 precision flags (gone in 11)          ``BuilderFlag.FP16/BF16/INT8/TF32``
+per-layer precision (gone in 11)      ``ILayer.precision`` + ``ILayer.set_output_type``
 precision constraints                 ``BuilderFlag.OBEY_PRECISION_CONSTRAINTS`` /
                                       ``PREFER_PRECISION_CONSTRAINTS`` / ``STRICT_TYPES``
 optimization level (8.6+)             ``IBuilderConfig.builder_optimization_level``
@@ -23,15 +24,18 @@ workspace                             ``set_memory_pool_limit`` + ``MemoryPoolTy
                                       else ``max_workspace_size``
 timing cache                          ``IBuilderConfig.create_timing_cache``
 editable timing cache (10.8+/11)      ``BuilderFlag.EDITABLE_TIMING_CACHE``
-progress monitor (8.6+?)              ``trt.IProgressMonitor`` + ``config.progress_monitor``
+progress monitor (10.0+)              ``trt.IProgressMonitor`` + ``config.progress_monitor``
 name-based I/O (8.5+)                 ``IExecutionContext.execute_async_v3`` /
                                       ``set_tensor_address``
 output allocator                      ``trt.IOutputAllocator``
 algorithm selector (gone in 11)       ``trt.IAlgorithmSelector``
 debug tensors (10.0+)                 ``INetworkDefinition.mark_debug`` + ``trt.IDebugListener``
 unfused debug tensors (10.12+)        ``INetworkDefinition.mark_unfused_tensors_as_debug_tensors``
-capability query                      ``OnnxParser.supports_model_v2`` / ``supports_model``
+capability query                      ``OnnxParser.supports_model_v2`` (10.1+; 10.3 is the
+                                      first snapshotted) / ``supports_model`` (gone in 11)
 ====================================  ===================================================
+
+``tests/test_trt_api_surfaces.py`` checks this table against the API of every snapshotted release.
 """
 from __future__ import annotations
 
@@ -90,6 +94,7 @@ class Features:
     obey_precision_flag: bool
     prefer_precision_flag: bool
     strict_types_flag: bool
+    layer_precision: bool  # ILayer.precision + ILayer.set_output_type (per-layer FP32; gone in 11)
     optimization_level: bool
     memory_pool_limits: bool
     max_workspace_size: bool
@@ -141,6 +146,7 @@ def detect(trt) -> Features:
         obey_precision_flag=_has(flags, "OBEY_PRECISION_CONSTRAINTS"),
         prefer_precision_flag=_has(flags, "PREFER_PRECISION_CONSTRAINTS"),
         strict_types_flag=_has(flags, "STRICT_TYPES"),
+        layer_precision=_has(_attr(trt, "ILayer"), "precision") and _has(_attr(trt, "ILayer"), "set_output_type"),
         optimization_level=_has(config_cls, "builder_optimization_level"),
         memory_pool_limits=_has(config_cls, "set_memory_pool_limit") and _has(trt, "MemoryPoolType", "WORKSPACE"),
         max_workspace_size=_has(config_cls, "max_workspace_size"),
