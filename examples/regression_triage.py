@@ -3,20 +3,20 @@
     python examples/regression_triage.py --out out/triage
 
 Builds a transformer block (v1) and a copy whose first FFN weights were changed (v2), saves
-every layer's outputs of each with ONNX Runtime on the same inputs, then runs
-``trtdebug compare`` on the two saved sets.  The report names ``block0/fc1_out`` (made by
-node ``block0/fc1``) as the first failing tensor: everything before it matches.
+every layer's outputs of each with ONNX Runtime on the same inputs, then compares the two saved
+sets.  The report names ``block0/fc1_out`` (made by node ``block0/fc1``) as the first failing
+tensor: everything before it matches.  The same steps on the command line are
+``trtdebug run ... --save-outputs`` twice and ``trtdebug compare``.
 """
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 from onnx import numpy_helper
 
+import trtdebug
 from trtdebug import zoo
 from trtdebug.model import save_model
 
@@ -32,12 +32,6 @@ def changed_copy(model, initializer: str, scale: float = 1.05):
     raise KeyError(initializer)
 
 
-def trtdebug(*args: str) -> int:
-    cmd = [sys.executable, "-m", "trtdebug", *args]
-    print("$ trtdebug " + " ".join(args), flush=True)
-    return subprocess.call(cmd)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/triage"))
@@ -45,12 +39,14 @@ def main() -> None:
     v1 = zoo.transformer()
     save_model(v1, args.out / "v1.onnx")
     save_model(changed_copy(v1, "block0.ffn.fc1.weight"), args.out / "v2.onnx")
-    common = ["--onnxrt", "--mark-all", "--input-shapes", "x:[2,16,64]", "--seed", "7", "-q"]
     for v in ("v1", "v2"):
-        trtdebug("run", str(args.out / f"{v}.onnx"), *common, "--save-outputs", str(args.out / f"{v}_outputs"))
-    code = trtdebug("compare", str(args.out / "v1_outputs"), str(args.out / "v2_outputs"),
-                    "--report", str(args.out / "compare.json"), "--html", str(args.out / "compare.html"))
-    print(f"trtdebug compare exited with {code} (1 = accuracy failure, as expected here)")
+        trtdebug.run(args.out / f"{v}.onnx", backends=["onnxrt"], mark_all=True, input_shapes={"x": (2, 16, 64)},
+                     seed=7, save_outputs=args.out / f"{v}_outputs").close()
+    outcome = trtdebug.compare(args.out / "v1_outputs", args.out / "v2_outputs",
+                               report=args.out / "compare.json", html=args.out / "compare.html")
+    first = outcome.first_failing
+    print(f"passed: {outcome.passed}; first failing tensor: {first.name} (node {first.producer}, {first.producer_op})")
+    print("\n".join(outcome.notes))
 
 
 if __name__ == "__main__":
