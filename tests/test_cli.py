@@ -196,8 +196,8 @@ def test_engine_with_onnxrt_is_usage_error(tmp_path):
 
 def test_tf32_hint_only_for_default_tf32_fp32_matrix_failures():
     from trtdebug.api import tf32_hint
-    from trtdebug.compare import Tolerances, compare_runs
-    from trtdebug.compare.report import Report
+    from trtdebug.comparison import Tolerances, compare_runs
+    from trtdebug.comparison.report import Report
     from trtdebug.results import RunResult, TensorSet
     from trtdebug.runners.tensorrt.config import TrtBuildConfig
 

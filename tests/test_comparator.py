@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trtdebug.compare import Tolerances, compare_runs, parse_tolerance_args
+from trtdebug.comparison import Tolerances, compare_runs, parse_tolerance_args
 from trtdebug.errors import UsageError
 from trtdebug.results import RunResult, TensorSet
 

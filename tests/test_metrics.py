@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from trtdebug.compare import metrics
-from trtdebug.compare.metrics import compare_arrays, tolerance_ratio
+from trtdebug.comparison import metrics
+from trtdebug.comparison.metrics import compare_arrays, tolerance_ratio
 
 NEXT_ABOVE_1_5 = float(np.nextafter(1.5, 2.0))  # 1.5 + one ulp: an error just over 0.5 against 1.0
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from trtdebug.compare import metrics
-from trtdebug.compare.metrics import compare_arrays
+from trtdebug.comparison import metrics
+from trtdebug.comparison.metrics import compare_arrays
 
 
 @pytest.mark.parametrize("kind", ["abs_normal", "mostly_zero", "discrete", "one_bucket", "with_inf", "subnormal", "negative"])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from trtdebug.compare import Report, Tolerances, compare_runs
-from trtdebug.compare.report import json_float
+from trtdebug.comparison import Report, Tolerances, compare_runs
+from trtdebug.comparison.report import json_float
 from trtdebug.render import format_number, report_json, sparkline, write_html, write_json
 from trtdebug.render.console import print_report
 from trtdebug.render.html import render_html, svg_series
@@ -121,7 +121,7 @@ def test_console_rejects_unknown_order(report):
 
 def test_text_helpers():
     assert format_number(None) == "-" and format_number(float("inf")) == "inf" and format_number(0.000123456) == "0.000123"
-    from trtdebug.compare.metrics import Histogram
+    from trtdebug.comparison.metrics import Histogram
 
     assert sparkline(Histogram(edges=[1, 2, 3, 4], counts=[0, 4, 8], log=True)) == " ▄█"
     assert sparkline(Histogram(edges=[], counts=[], log=True, zeros=3)) == "exact"

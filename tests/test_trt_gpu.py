@@ -126,8 +126,8 @@ def test_conv_fp16_first_failing_tensor_is_an_onnx_name(conv):
     first = tight[0]
     assert first in graph and graph.tensor(first).producer is not None
     print("first failing tensor (fp16, tight tolerances):", first, graph.tensor(first).producer_op)
-    from trtdebug.compare.comparator import compare_runs  # the project's comparator must see the divergence too
-    from trtdebug.compare.tolerances import Tolerances
+    from trtdebug.comparison.comparator import compare_runs  # the project's comparator must see the divergence too
+    from trtdebug.comparison.tolerances import Tolerances
     from trtdebug.results import RunResult, TensorSet, topology_of
 
     comparison = compare_runs(RunResult("onnxrt", [TensorSet(ref)]), RunResult("tensorrt", [TensorSet(out)]),

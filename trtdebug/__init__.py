@@ -14,7 +14,7 @@ __all__ = ["Outcome", "Tolerances", "TrtBuildConfig", "compare", "load_report", 
 
 _LAZY = {
     "run": "trtdebug.api", "compare": "trtdebug.api", "load_report": "trtdebug.api", "render_report": "trtdebug.api",
-    "Outcome": "trtdebug.api", "Tolerances": "trtdebug.compare.tolerances",
+    "Outcome": "trtdebug.api", "Tolerances": "trtdebug.comparison.tolerances",
     "TrtBuildConfig": "trtdebug.runners.tensorrt.config",
 }
 

@@ -54,7 +54,7 @@ class Outcome:
     (hints, what was saved where).
     """
 
-    report: Any = None  # trtdebug.compare.report.Report
+    report: Any = None  # trtdebug.comparison.report.Report
     results: List[Any] = field(default_factory=list)  # trtdebug.results.RunResult
     feeds: List[Feeds] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
@@ -256,7 +256,7 @@ def compare(
 
 def load_report(path: PathLike):
     """A JSON report written by ``run``/``compare`` (``--report``), as the same Report objects."""
-    from trtdebug.compare.report import load_report as _load
+    from trtdebug.comparison.report import load_report as _load
 
     return _load(path)
 
@@ -275,8 +275,8 @@ def render_report(report_or_path, *, html: Optional[PathLike] = None, json_path:
 
 def make_tolerances(atol=None, rtol=None, check_error_stat: str = "elemwise", error_quantile: float = 0.99):
     """Tolerances from numbers, ``{name: value}`` mappings (``"*"``: every tensor) or CLI strings."""
-    from trtdebug.compare.tolerances import Tolerances
-    from trtdebug.compare.metrics import DEFAULT_ATOL, DEFAULT_RTOL
+    from trtdebug.comparison.tolerances import Tolerances
+    from trtdebug.comparison.metrics import DEFAULT_ATOL, DEFAULT_RTOL
 
     def split(value, default, flag):
         if value is None:
@@ -286,7 +286,7 @@ def make_tolerances(atol=None, rtol=None, check_error_stat: str = "elemwise", er
         if isinstance(value, Mapping):
             per = {str(k): float(v) for k, v in value.items() if k != "*"}
             return float(value.get("*", default)), per
-        from trtdebug.compare.tolerances import parse_tolerance_args
+        from trtdebug.comparison.tolerances import parse_tolerance_args
 
         glob, per = parse_tolerance_args([value] if isinstance(value, str) else list(value), flag)
         return (default if glob is None else glob), per
@@ -299,8 +299,8 @@ def make_tolerances(atol=None, rtol=None, check_error_stat: str = "elemwise", er
 
 def compare_results(results, *, tolerances, topology: Optional[dict] = None, progress=None, meta=None):
     """Compare the first result (the reference) against each of the others: a Report."""
-    from trtdebug.compare.comparator import compare_runs
-    from trtdebug.compare.report import Report
+    from trtdebug.comparison.comparator import compare_runs
+    from trtdebug.comparison.report import Report
 
     reference = results[0]
     comparisons = [compare_runs(reference, test, tolerances=tolerances, topology=topology, progress=progress)

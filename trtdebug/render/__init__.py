@@ -1,4 +1,4 @@
-"""Renderers of a :class:`~trtdebug.compare.report.Report`: console (rich), JSON, self-contained HTML.
+"""Renderers of a :class:`~trtdebug.comparison.report.Report`: console (rich), JSON, self-contained HTML.
 
 The renderers are loaded on first use (``from trtdebug.render import write_html`` works),
 so writing JSON never imports rich.  The small text formatters below are shared by the
@@ -10,7 +10,7 @@ import importlib
 import math
 from typing import Any, Optional, Sequence
 
-from trtdebug.compare.metrics import Histogram, TensorStats
+from trtdebug.comparison.metrics import Histogram, TensorStats
 
 _EXPORTS = {"print_report": "console", "report_json": "json", "write_json": "json",
             "render_html": "html", "write_html": "html"}

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from trtdebug.compare.report import Comparison, Report, TensorComparison
+from trtdebug.comparison.report import Comparison, Report, TensorComparison
 from trtdebug.render import format_number, format_shape, nonfinite_counts, sparkline
 
 ORDERS = ("topo", "worst")

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
-from trtdebug.compare.metrics import Histogram, TensorStats
-from trtdebug.compare.report import Comparison, Report, TensorComparison
+from trtdebug.comparison.metrics import Histogram, TensorStats
+from trtdebug.comparison.report import Comparison, Report, TensorComparison
 from trtdebug.render import format_number, format_shape, nonfinite_counts
 from trtdebug.util.files import write_text_atomic
 

@@ -1,4 +1,4 @@
-"""The report as strict JSON (non-finite floats as strings; see :mod:`trtdebug.compare.report`)."""
+"""The report as strict JSON (non-finite floats as strings; see :mod:`trtdebug.comparison.report`)."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Union
 
-from trtdebug.compare.report import Report
+from trtdebug.comparison.report import Report
 from trtdebug.util.files import write_text_atomic
 
 

@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from trtdebug.compare.metrics import TensorStats
-from trtdebug.compare.tolerances import Tolerances
+from trtdebug.comparison.metrics import TensorStats
+from trtdebug.comparison.tolerances import Tolerances
 
 REPORT_FORMAT = "trtdebug-report"
 REPORT_VERSION = 1

@@ -14,9 +14,9 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple, TypeVar
 
-from trtdebug.compare.metrics import TensorStats, compare_arrays
-from trtdebug.compare.report import Comparison, TensorComparison
-from trtdebug.compare.tolerances import Tolerances
+from trtdebug.comparison.metrics import TensorStats, compare_arrays
+from trtdebug.comparison.report import Comparison, TensorComparison
+from trtdebug.comparison.tolerances import Tolerances
 from trtdebug.results import RunResult, TensorSet
 
 Topology = Dict[str, Dict[str, Any]]

@@ -1,6 +1,6 @@
 """Tolerances: global atol/rtol, per-tensor overrides, and how the CLI spells them.
 
-The pass rule they feed is documented in :mod:`trtdebug.compare.metrics`.  On the command
+The pass rule they feed is documented in :mod:`trtdebug.comparison.metrics`.  On the command
 line a tolerance is ``1e-3`` (every tensor) or ``NAME:1e-3`` (one tensor), the way
 Polygraphy spells it, and the option may be repeated.  ONNX tensor names may contain
 ``:``, so the value is whatever follows the *last* colon.
@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from trtdebug.compare.metrics import CHECK_ERROR_STATS, DEFAULT_ATOL, DEFAULT_ERROR_QUANTILE, DEFAULT_RTOL
+from trtdebug.comparison.metrics import CHECK_ERROR_STATS, DEFAULT_ATOL, DEFAULT_ERROR_QUANTILE, DEFAULT_RTOL
 from trtdebug.errors import UsageError
 
 
