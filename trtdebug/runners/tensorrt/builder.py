@@ -7,6 +7,7 @@ the model afresh (a network is consumed by marking), marks outputs, and builds.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import tempfile
@@ -19,9 +20,9 @@ from trtdebug.model.surgery import OutputSelection
 from trtdebug.runners.tensorrt import compat, marking
 from trtdebug.runners.tensorrt.config import Profile, TrtBuildConfig
 from trtdebug.runners.tensorrt.logger import shared_logger
-from trtdebug.runners.tensorrt.parser_errors import parser_issues
+from trtdebug.runners.tensorrt.parser_errors import parse_failure, parser_issues
 from trtdebug.runners.tensorrt.progress import BuildProgress, make_progress_monitor
-from trtdebug.runners.tensorrt.timing_cache import read_cache_file, save_merged
+from trtdebug.runners.tensorrt.timing_cache import shared_cache
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class BuildResult:
 
 def parse_error_message(parser, model=None) -> str:
     """Every parser error on one line: node name, op type, reason (with TensorRT's error code)."""
-    return "; ".join(issue.describe() for issue in parser_issues(parser, model))
+    return parse_failure(parser_issues(parser, model), default="")[0]
 
 
 class EngineBuilder:
@@ -72,10 +73,10 @@ class EngineBuilder:
         self.features = compat.detect(trt)
         self.logger = shared_logger(trt, verbose=config.verbose)
         self.show_progress = show_progress
-        self.cache_bytes: bytes = read_cache_file(config.timing_cache)
-        self.cache_loaded = bool(self.cache_bytes)
+        self.timing_cache = shared_cache(trt, config)  # one per process and file: every build adds to it
+        self.cache_loaded = self.timing_cache.loaded
         self.progress_events = 0
-        self._cache_config = None  # a config kept to create/merge timing caches at save time
+        self.last_phases: List[Tuple[str, float]] = []  # (phase, seconds) of the last build, from 8.6's log
 
     # -- parsing ---------------------------------------------------------------------------
     def parse(self) -> ParsedNetwork:
@@ -98,8 +99,9 @@ class EngineBuilder:
             save_model(self.model, path, external_data=True)
             ok = parser.parse_from_file(path)
         if not ok or int(getattr(parser, "num_errors", 0)) > 0:
-            detail = parse_error_message(parser, self.model) or self.logger.messages.error_text("no details given")
-            raise ParseError(f"TensorRT {f.version}'s ONNX parser rejected the model: {detail}")
+            one_line, full = parse_failure(parser_issues(parser, self.model), self.logger.messages.errors())
+            head = f"TensorRT {f.version}'s ONNX parser rejected the model: "
+            raise ParseError(head + one_line, details=head + "\n" + full)
         return ParsedNetwork(builder, network, parser, scratch)
 
     # -- configuration -----------------------------------------------------------------------
@@ -115,8 +117,8 @@ class EngineBuilder:
             notes.append(note)
         if not compat.set_detailed_profiling(trt, config):
             notes.append("DETAILED profiling verbosity unavailable: layer information will be sparse")
-        cache = compat.create_timing_cache(config, f, self.cache_bytes)
-        compat.attach_timing_cache(config, cache)
+        if f.timing_cache:
+            self.timing_cache.attach(config)
         profiles = self._profiles(parsed, feed_shapes, notes)
         for prof in profiles:
             p = parsed.builder.create_optimization_profile()
@@ -230,7 +232,6 @@ class EngineBuilder:
         start = time.perf_counter()
         engine_bytes = self._build_serialized(parsed, config)
         seconds = time.perf_counter() - start
-        self._keep_cache(config)
         return BuildResult(engine_bytes, plan, seconds, notes, profiles, debug, unfused_debug)
 
     def _build_fewer_outputs(self, plan: marking.MarkPlan, first_error: BuildError, feed_shapes, debug_names,
@@ -286,12 +287,15 @@ class EngineBuilder:
             config.progress_monitor = monitor
         self.logger.messages.mark()
         try:
-            with progress:
+            # Without a monitor (8.6) the phase comes from the log lines TensorRT writes meanwhile.
+            listening = self.logger.listen(progress.on_log) if monitor is None else contextlib.nullcontext()
+            with progress, listening:
                 serialized = parsed.builder.build_serialized_network(parsed.network, config)
         except Exception as exc:  # noqa: BLE001 - pybind re-raises C++ failures as RuntimeError etc.
             raise BuildError(f"TensorRT engine build failed: {self.logger.messages.error_text(str(exc))}") from exc
         finally:
             self.progress_events += progress.events
+            self.last_phases = list(progress.log_phases.timeline)
             if monitor is not None:
                 try:
                     config.progress_monitor = None
@@ -304,17 +308,9 @@ class EngineBuilder:
             raise BuildError("TensorRT engine build failed: the serialized engine is empty")
         return data
 
-    def _keep_cache(self, config) -> None:
-        data = compat.serialize_timing_cache(config)
-        if data:
-            self.cache_bytes = data
-            self._cache_config = config
-
     def save_timing_cache(self) -> bool:
-        """Write the in-memory cache to ``config.timing_cache``, merged with the file's content."""
-        if self.config.timing_cache is None or self._cache_config is None:
-            return False
-        return save_merged(self._cache_config, self.features, self.config.timing_cache, self.cache_bytes)
+        """Merge the process's timing cache into its file (``--timing-cache`` or the default); True if written."""
+        return self.timing_cache.save()
 
 
 def _first_sentence(text: str) -> str:
