@@ -614,3 +614,80 @@ def test_builds_of_one_process_share_the_cache_and_save_it_to_the_default_file(m
     assert FakeTimingCache.from_blob(path.read_bytes()).entries == {b"build0", b"build1"}
     assert not EngineBuilder(trt, model, ModelGraph(model), TrtBuildConfig(persistent_cache=False),
                              show_progress=False).save_timing_cache()
+
+
+# ----------------------------------------------------------------------------------------------
+# variants of one parsed network
+# ----------------------------------------------------------------------------------------------
+
+def _variants(trt, cfg=None, model=None):
+    from trtdebug.runners.tensorrt.builder import EngineBuilder
+    from trtdebug.runners.tensorrt.variants import NetworkVariants
+
+    model = model or conv_model()
+    eb = EngineBuilder(trt, model, ModelGraph(model), cfg or TrtBuildConfig(persistent_cache=False), show_progress=False)
+    return NetworkVariants(eb)
+
+
+def test_variants_parse_once_and_restore_the_network_after_each_build():
+    from trtdebug.model import OutputSelection
+
+    trt = FakeTRT()
+    with _variants(trt, TrtBuildConfig(fp16=True, persistent_cache=False)) as v:
+        net = v.parsed.network
+        plain = v.build()
+        marked = v.build(["relu1_out", "conv2_out"])
+        fp32 = v.build(fp32_nodes=["conv2", "ghost"])
+        v.build(OutputSelection(names=("relu2_out",), exclude=("logits",)))
+        v.build()
+        assert trt.state.parses == 1 and len(trt.state.networks) == 1 and v.builds == 5
+        assert net.describe() == {"outputs": ["logits"], "fp32": []}  # clean for the next variant
+    first, second, third, fourth, fifth = trt.state.builds
+    assert first == fifth == {"outputs": ["logits"], "fp32": []}
+    assert second == {"outputs": ["logits", "relu1_out", "conv2_out"], "fp32": []}
+    assert marked.marking.mark == ["relu1_out", "conv2_out"] and plain.marking.mark == []
+    assert third == {"outputs": ["logits"], "fp32": ["conv2"]}
+    assert fourth == {"outputs": ["relu2_out"], "fp32": []}
+    assert any("FP32 kept on 1 ONNX node(s); no TensorRT layer found for ghost" in n for n in fp32.notes)
+    configs = trt.state.configs
+    assert "OBEY_PRECISION_CONSTRAINTS" in configs[2].flags and "OBEY_PRECISION_CONSTRAINTS" not in configs[3].flags
+    assert all(c.cache is configs[0].cache for c in configs)  # one timing cache across the variants
+    assert configs[0].cache.entries == {f"build{i}".encode() for i in range(5)}
+
+
+def test_variant_restores_precision_that_was_set_before_and_after_a_failed_build():
+    trt = FakeTRT()
+    with _variants(trt) as v:
+        conv1 = v.parsed.network.get_layer(0)
+        conv1.precision = DataType.HALF  # set by someone before (e.g. the base configuration)
+        conv1.set_output_type(0, DataType.HALF)
+
+        def fail(self, network, config):
+            raise RuntimeError("Internal error: could not find any implementation")
+
+        trt.Builder.build_serialized_network = fail
+        with pytest.raises(Exception, match="could not find any implementation"):
+            v.build(["relu2_out"], fp32_nodes=["conv1", "relu1"])
+        net = v.parsed.network
+        assert [net.get_output(i).name for i in range(net.num_outputs)] == ["logits"]
+        assert conv1.precision is DataType.HALF and conv1.get_output_type(0) is DataType.HALF
+        relu1 = net.get_layer(1)
+        assert not relu1.precision_is_set and not relu1.output_type_is_set(0)
+
+
+def test_fp32_variant_on_a_release_without_layer_precision_is_a_usage_error():
+    import enum
+
+    from trtdebug.errors import UsageError
+
+    trt = FakeTRT()
+    trt.__version__ = "11.0.0"
+    trt.BuilderFlag = enum.IntEnum("BuilderFlag", ["TF32", "EDITABLE_TIMING_CACHE"], start=0)
+    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", ["STRONGLY_TYPED"], start=0)
+    trt.ILayer = type("ILayer", (), {"metadata": None, "get_output": None})  # 11.x: no precision API
+    with _variants(trt) as v:
+        assert v.build(["relu1_out"]).marking.mark == ["relu1_out"]  # outputs still vary without a re-parse
+        with pytest.raises(UsageError) as info:
+            v.build(fp32_nodes=["conv1"])
+    msg = str(info.value)
+    assert "\n" not in msg and "TensorRT 11.0.0" in msg and "in the ONNX graph" in msg

@@ -144,7 +144,8 @@ class TrtRunner(Runner):
             self._graph = ModelGraph(self._model)
         self._builder = EngineBuilder(self._trt, self._model, self._graph, self._config,
                                       show_progress=self._config.show_progress)
-        self.extra["timing_cache"] = {"path": str(self._config.timing_cache) if self._config.timing_cache else None,
+        cache_path = self._builder.timing_cache.path  # --timing-cache, else the per-GPU default file
+        self.extra["timing_cache"] = {"path": str(cache_path) if cache_path else None,
                                       "loaded": self._builder.cache_loaded, "saved": False}
         if self._boundaries and (self._selection.mark_all or self._selection.names):
             self._note("--fused-boundaries: TensorRT returns the fused-layer boundary tensors; "

@@ -129,8 +129,9 @@ class TimingCache:
     """The one ``ITimingCache`` of this process for one file (or for none: memory only).
 
     TensorRT creates timing caches through a builder configuration, so the object is made at
-    the first :meth:`attach`; the file is read at construction (``loaded`` says whether it had
-    content).  ``default`` marks trtdebug's own file, which may be replaced when unreadable.
+    the first :meth:`attach`; the file is read at construction.  ``loaded`` says whether the
+    next build starts from earlier measurements (the file's, or an earlier build's in this
+    process).  ``default`` marks trtdebug's own file, which may be replaced when unreadable.
     """
 
     def __init__(self, path: Optional[Path], *, default: bool = False) -> None:
@@ -157,6 +158,8 @@ class TimingCache:
                 self.loaded = False
                 self.cache = config.create_timing_cache(b"")
             self._initial = b""
+        else:
+            self.loaded = True  # an earlier build of this process filled it
         if config.set_timing_cache(self.cache, False) is False:  # positional: keyword names differ by release
             log.warning("the timing cache %s does not match this GPU or TensorRT; starting a fresh one",
                         self.path or "in memory")
@@ -205,7 +208,7 @@ class TimingCache:
                 if not data or data == on_disk:
                     return False
                 write_bytes_atomic(self.path, data)
-                self._saved = data
+                self._saved, self.loaded = data, True
                 self._unreadable_file = False
                 return True
         except OSError as exc:
