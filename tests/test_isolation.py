@@ -137,3 +137,15 @@ def test_keyboard_interrupt_in_the_parent_kills_the_child_and_cleans_up(tmp_path
     child, grandchild = map(int, pid_file.read_text().split())
     assert _wait_dead(child) and _wait_dead(grandchild)
     assert list(work.iterdir()) == []  # the work directory is gone
+
+
+def test_child_that_cannot_start_reports_why(monkeypatch):
+    """A function whose module the child cannot import: its traceback is in the crash report."""
+    import types
+
+    ghost = types.ModuleType("trtdebug_ghost_module")
+    exec("def work():\n    return 1\n", ghost.__dict__)
+    monkeypatch.setitem(sys.modules, ghost.__name__, ghost)
+    out = run_isolated(ghost.work, timeout=60)
+    assert out.kind == CRASHED and out.exit_code == 1
+    assert "No module named 'trtdebug_ghost_module'" in out.stderr_tail

@@ -24,7 +24,9 @@ import os
 import pickle
 import shutil
 import signal
+import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -92,7 +94,7 @@ def run_isolated(func: Callable[..., Any], *args: Any, timeout: Optional[float] 
                        name=f"trtdebug-isolated-{getattr(func, '__name__', 'call')}", daemon=False)
     start = time.monotonic()
     try:
-        proc.start()
+        _start_writing_to(proc, output_path)
         _own_group(proc.pid)
         # ``wait`` on the sentinel does not reap the child: its pid, and so its process
         # group id, stays reserved until join(), which makes the group kill below safe.
@@ -131,15 +133,11 @@ def _read_outcome(result_path: Path, exitcode: Optional[int], seconds: float, ou
 
 
 def _child_main(func, args, kwargs, result_path: str, output_path: str) -> None:
-    """The child's entry point: own process group, output to a file, result to a file."""
+    """The child's entry point: own process group, result to a file (output already goes to one)."""
     try:
         os.setpgid(0, 0)
     except OSError:
         pass
-    fd = os.open(output_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
     try:
         result = (OK, func(*args, **kwargs))
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a verdict
@@ -153,6 +151,35 @@ def _child_main(func, args, kwargs, result_path: str, output_path: str) -> None:
             pickle.dump((RAISED, (_qualname(type(exc)), f"the result could not be sent back: {_first_line(str(exc))}",
                                   traceback.format_exc())), fh)
     os.replace(tmp, result_path)  # the parent sees a whole result or none
+
+
+_START_LOCK = threading.Lock()
+
+
+def _start_writing_to(proc, output_path: Path) -> None:
+    """Start ``proc`` with its stdout and stderr already on ``output_path``.
+
+    The child inherits file descriptors 1 and 2 when it is spawned, so they point at the file
+    for the instant of ``start()``: a child that dies while starting (its function's module
+    cannot be imported there) leaves its traceback in the crash report, not on our terminal.
+    """
+    with _START_LOCK:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
+        fd = os.open(output_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            proc.start()
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for f in saved + [fd]:
+                os.close(f)
 
 
 def _own_group(pid: int) -> None:

@@ -40,6 +40,7 @@ _PHASE_LINES: List[Tuple[re.Pattern, str]] = [(re.compile(p), phase) for p, phas
     (r"^Total (?:Host|Device) Persistent Memory", PHASE_ENGINE),
     (r"^Engine generation completed in", PHASE_DONE),
 )]
+_ANY_PHASE = re.compile("|".join(f"(?:{pattern.pattern})" for pattern, _ in _PHASE_LINES))  # one test for most lines
 _LAYER_COUNT = re.compile(r"^After [\w -]+: (\d+) layers")
 _COSTS_FOR = re.compile(r"^=+ Computing costs for (.+)")
 _MAX_DETAIL = 60
@@ -48,6 +49,8 @@ _MAX_DETAIL = 60
 def phase_from_log(message: str) -> Optional[Tuple[str, Optional[str]]]:
     """``(phase, detail)`` a TensorRT log line announces, or None for the other lines."""
     text = message.strip()
+    if not _ANY_PHASE.match(text):
+        return None
     for pattern, phase in _PHASE_LINES:
         m = pattern.match(text)
         if m:
@@ -78,7 +81,7 @@ class LogPhases:
         if self._t0 is None:
             self._t0 = now
         text = message.strip()
-        m = _LAYER_COUNT.match(text)
+        m = _LAYER_COUNT.match(text) if text.startswith("After ") else None
         if m:
             self.layer_total = int(m.group(1))
         found = phase_from_log(text)
