@@ -1,9 +1,10 @@
 """ONNX -> TensorRT engine: parse, configure, build - with TensorRT's own words on failure.
 
 :class:`EngineBuilder` holds what several builds of one command share (the TensorRT module,
-its feature set, the logger, the timing cache in memory), so the fused-boundary mode's second
+its feature set, the logger, the process's timing cache), so the fused-boundary mode's second
 build and the rebuild for new feed shapes are fast.  Each :meth:`EngineBuilder.build` parses
-the model afresh (a network is consumed by marking), marks outputs, and builds.
+the model afresh, marks outputs, and builds; a search that builds many variants of one model
+parses once with :class:`~trtdebug.runners.tensorrt.variants.NetworkVariants` instead.
 """
 from __future__ import annotations
 

@@ -175,6 +175,8 @@ class TrtRunner(Runner):
         self.extra["build_time_s"] = round(time.perf_counter() - start, 3)
         self.extra["engine_build_s"] = round(result.seconds, 3)
         self.extra["build_progress_events"] = builder.progress_events
+        if builder.last_phases:  # TensorRT 8.6: when each build phase began, read from its log
+            self.extra["build_phases"] = [{"phase": p, "start_s": t} for p, t in builder.last_phases]
         self.extra["profiles"] = [{"min": {k: list(v) for k, v in p.min.items()},
                                    "opt": {k: list(v) for k, v in p.opt.items()},
                                    "max": {k: list(v) for k, v in p.max.items()}} for p in result.profiles]
