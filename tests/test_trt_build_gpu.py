@@ -69,9 +69,12 @@ def test_second_build_reuses_the_persistent_cache_and_8_6_progress_comes_from_th
 
     tc._PROCESS_CACHES.clear()  # as if in a new process: the cache now comes from the file
     second_s, second_hits, second = _build_timed(model, graph, cfg)
-    print("second build", round(second_s, 2), "s, hits", second_hits)
+    # the same build without a cache, in the same (now warmed-up) process, is the fair comparison
+    cold_s, cold_hits, _ = _build_timed(model, graph, TrtBuildConfig(tf32=False, persistent_cache=False))
+    print("second build (file cache)", round(second_s, 2), "s, hits", second_hits,
+          "| without a cache", round(cold_s, 2), "s, hits", cold_hits)
     assert second.cache_loaded
-    assert second_s < first_s or any(h > 0 for h in second_hits)
+    assert second_s < cold_s or any(h > 0 for h in second_hits)
 
 
 def _build_with_corrupt_cache(model_bytes: bytes, cache_home: str) -> dict:
