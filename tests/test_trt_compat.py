@@ -129,14 +129,10 @@ def test_workspace_and_optimization_level():
     assert "8.6" in compat.set_optimization_level(cfg, fo, 1)
 
 
-def test_detailed_profiling_and_timing_cache():
+def test_detailed_profiling():
     t = trt86()
-    f = compat.detect(t)
     cfg = new_config(t)
     assert compat.set_detailed_profiling(t, cfg) and cfg.profiling_verbosity.name == "DETAILED"
-    cache = compat.create_timing_cache(cfg, f, b"old")
-    compat.attach_timing_cache(cfg, cache)
-    assert compat.serialize_timing_cache(cfg) == b"old+built"
 
 
 def test_editable_timing_cache_only_where_named():
@@ -146,19 +142,6 @@ def test_editable_timing_cache_only_where_named():
     t = trt11()
     cfg = new_config(t)
     assert compat.enable_editable_timing_cache(t, cfg, compat.detect(t)) and flags_of(cfg) == {"EDITABLE_TIMING_CACHE"}
-
-
-def test_timing_cache_file_is_merged(tmp_path):
-    from trtdebug.runners.tensorrt.timing_cache import read_cache_file, save_merged
-
-    path = tmp_path / "tc.bin"
-    assert read_cache_file(path) == b""
-    t = trt86()
-    f = compat.detect(t)
-    assert save_merged(new_config(t), f, path, b"A")
-    assert path.read_bytes() == b"A"
-    assert save_merged(new_config(t), f, path, b"B")
-    assert path.read_bytes() == b"B|A+built"  # ours combined with what was on disk
 
 
 # ----------------------------------------------------------------------------------------------
@@ -473,20 +456,6 @@ def test_engine_builder_debug_tensors_need_tensorrt_10():
     assert state.network_flags[-1] == 0  # no EXPLICIT_BATCH on 10.x
     result = EngineBuilder(trt, model, graph, TrtBuildConfig(), show_progress=False).build(unfused_debug=True)
     assert result.unfused_debug and state.networks[-1]._p["unfused_debug"]
-
-
-def test_engine_builder_timing_cache_round_trip(tmp_path):
-    trt = trt86()
-    model, graph = _graph_model()
-    _builder_world(trt, _fake_network)
-    path = tmp_path / "cache.bin"
-    eb = EngineBuilder(trt, model, graph, TrtBuildConfig(timing_cache=path), show_progress=False)
-    assert not eb.cache_loaded
-    eb.build()
-    eb.build()  # the second build starts from the first one's cache, in memory
-    assert eb.cache_bytes == b"+built+built"
-    assert eb.save_timing_cache() and path.read_bytes() == b"+built+built"
-    assert EngineBuilder(trt, model, graph, TrtBuildConfig(timing_cache=path), show_progress=False).cache_loaded
 
 
 def test_fp16_on_fake_tensorrt_11_fails_before_building():

@@ -75,7 +75,15 @@ class BackendUnavailableError(BackendError):
 
 
 class ParseError(BackendError):
-    """TensorRT's ONNX parser rejected the model."""
+    """TensorRT's ONNX parser rejected the model.
+
+    The message is one line naming every failing node and its cause; ``details`` keeps the
+    parser's and TensorRT's full multi-line text (for ``--verbose`` and JSON reports).
+    """
+
+    def __init__(self, message: str, *, details: str | None = None) -> None:
+        super().__init__(message)
+        self.details = details or message
 
 
 class BuildError(BackendError):

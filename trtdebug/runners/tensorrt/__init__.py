@@ -8,7 +8,9 @@ stay inside this package.  Modules:
 * ``cuda``     - cuda-python wrapper (device memory, copies, streams)
 * ``logger``   - a TensorRT logger that keeps TensorRT's error text
 * ``builder``  - parse ONNX, configure, build (:class:`EngineBuilder`)
-* ``progress`` / ``timing_cache`` - build progress display; timing cache load/merge/save
+* ``progress`` - build progress: IProgressMonitor (10+), else phases read from TensorRT 8.6's log
+* ``timing_cache`` - one timing cache per process, persisted per GPU and TensorRT version
+* ``variants`` - parse once, build variants (extra outputs, FP32-kept nodes) for searches
 * ``marking``  - which tensors can and should be network outputs, and why others are skipped
 * ``boundaries`` - compare only at fused-layer boundaries of the unmodified engine
 * ``engine``   - engine save/load/deserialize, I/O description, inspector layer JSON

@@ -1,12 +1,14 @@
 """ONNX -> TensorRT engine: parse, configure, build - with TensorRT's own words on failure.
 
 :class:`EngineBuilder` holds what several builds of one command share (the TensorRT module,
-its feature set, the logger, the timing cache in memory), so the fused-boundary mode's second
+its feature set, the logger, the process's timing cache), so the fused-boundary mode's second
 build and the rebuild for new feed shapes are fast.  Each :meth:`EngineBuilder.build` parses
-the model afresh (a network is consumed by marking), marks outputs, and builds.
+the model afresh, marks outputs, and builds; a search that builds many variants of one model
+parses once with :class:`~trtdebug.runners.tensorrt.variants.NetworkVariants` instead.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import tempfile
@@ -19,9 +21,9 @@ from trtdebug.model.surgery import OutputSelection
 from trtdebug.runners.tensorrt import compat, marking
 from trtdebug.runners.tensorrt.config import Profile, TrtBuildConfig
 from trtdebug.runners.tensorrt.logger import shared_logger
-from trtdebug.runners.tensorrt.parser_errors import parser_issues
+from trtdebug.runners.tensorrt.parser_errors import parse_failure, parser_issues
 from trtdebug.runners.tensorrt.progress import BuildProgress, make_progress_monitor
-from trtdebug.runners.tensorrt.timing_cache import read_cache_file, save_merged
+from trtdebug.runners.tensorrt.timing_cache import shared_cache
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ class BuildResult:
 
 def parse_error_message(parser, model=None) -> str:
     """Every parser error on one line: node name, op type, reason (with TensorRT's error code)."""
-    return "; ".join(issue.describe() for issue in parser_issues(parser, model))
+    return parse_failure(parser_issues(parser, model), default="")[0]
 
 
 class EngineBuilder:
@@ -72,10 +74,10 @@ class EngineBuilder:
         self.features = compat.detect(trt)
         self.logger = shared_logger(trt, verbose=config.verbose)
         self.show_progress = show_progress
-        self.cache_bytes: bytes = read_cache_file(config.timing_cache)
-        self.cache_loaded = bool(self.cache_bytes)
+        self.timing_cache = shared_cache(trt, config)  # one per process and file: every build adds to it
+        self.cache_loaded = self.timing_cache.loaded
         self.progress_events = 0
-        self._cache_config = None  # a config kept to create/merge timing caches at save time
+        self.last_phases: List[Tuple[str, float]] = []  # (phase, seconds) of the last build, from 8.6's log
 
     # -- parsing ---------------------------------------------------------------------------
     def parse(self) -> ParsedNetwork:
@@ -98,8 +100,9 @@ class EngineBuilder:
             save_model(self.model, path, external_data=True)
             ok = parser.parse_from_file(path)
         if not ok or int(getattr(parser, "num_errors", 0)) > 0:
-            detail = parse_error_message(parser, self.model) or self.logger.messages.error_text("no details given")
-            raise ParseError(f"TensorRT {f.version}'s ONNX parser rejected the model: {detail}")
+            one_line, full = parse_failure(parser_issues(parser, self.model), self.logger.messages.errors())
+            head = f"TensorRT {f.version}'s ONNX parser rejected the model: "
+            raise ParseError(head + one_line, details=head + "\n" + full)
         return ParsedNetwork(builder, network, parser, scratch)
 
     # -- configuration -----------------------------------------------------------------------
@@ -115,8 +118,8 @@ class EngineBuilder:
             notes.append(note)
         if not compat.set_detailed_profiling(trt, config):
             notes.append("DETAILED profiling verbosity unavailable: layer information will be sparse")
-        cache = compat.create_timing_cache(config, f, self.cache_bytes)
-        compat.attach_timing_cache(config, cache)
+        if f.timing_cache:
+            self.timing_cache.attach(config)
         profiles = self._profiles(parsed, feed_shapes, notes)
         for prof in profiles:
             p = parsed.builder.create_optimization_profile()
@@ -178,25 +181,10 @@ class EngineBuilder:
                              "does not have (removed in 11): keep them in FP32 in the ONNX graph itself (Cast nodes "
                              "around them), which a strongly typed network builds as written")
         trt = self.trt
-        wanted = set(nodes)
-        all_nodes = set(self.graph.node_names) if self.graph is not None else set()
-        producers = {}  # ONNX tensor name -> wanted node that produces it
-        if self.graph is not None:
-            for name in self.graph.tensor_order:
-                info = self.graph.tensor(name)
-                if info.producer in wanted:
-                    producers[name] = info.producer
-        matched = set()
-        for layer in marking.layers(network):
-            node = layer_onnx_node(layer, wanted, all_nodes, producers)
-            if node is None:
-                continue
-            matched.add(node)
-            layer.precision = trt.float32
-            for j in range(layer.num_outputs):
-                out = layer.get_output(j)
-                if out is not None and compat.dtype_name(out.dtype) in ("FLOAT", "HALF", "BF16"):
-                    layer.set_output_type(j, trt.float32)
+        matched = layers_of_nodes(network, self.graph, nodes)
+        for node_layers in matched.values():
+            for layer in node_layers:
+                force_fp32(layer, trt.float32)
         flag = compat.precision_constraint_flag(trt, self.features)
         if flag is not None:
             config.set_flag(flag)
@@ -234,7 +222,6 @@ class EngineBuilder:
         start = time.perf_counter()
         engine_bytes = self._build_serialized(parsed, config)
         seconds = time.perf_counter() - start
-        self._keep_cache(config)
         return BuildResult(engine_bytes, plan, seconds, notes, profiles, debug, unfused_debug)
 
     def _build_fewer_outputs(self, plan: marking.MarkPlan, first_error: BuildError, feed_shapes, debug_names,
@@ -290,12 +277,15 @@ class EngineBuilder:
             config.progress_monitor = monitor
         self.logger.messages.mark()
         try:
-            with progress:
+            # Without a monitor (8.6) the phase comes from the log lines TensorRT writes meanwhile.
+            listening = self.logger.listen(progress.on_log) if monitor is None else contextlib.nullcontext()
+            with progress, listening:
                 serialized = parsed.builder.build_serialized_network(parsed.network, config)
         except Exception as exc:  # noqa: BLE001 - pybind re-raises C++ failures as RuntimeError etc.
             raise BuildError(f"TensorRT engine build failed: {self.logger.messages.error_text(str(exc))}") from exc
         finally:
             self.progress_events += progress.events
+            self.last_phases = list(progress.log_phases.timeline)
             if monitor is not None:
                 try:
                     config.progress_monitor = None
@@ -308,17 +298,9 @@ class EngineBuilder:
             raise BuildError("TensorRT engine build failed: the serialized engine is empty")
         return data
 
-    def _keep_cache(self, config) -> None:
-        data = compat.serialize_timing_cache(config)
-        if data:
-            self.cache_bytes = data
-            self._cache_config = config
-
     def save_timing_cache(self) -> bool:
-        """Write the in-memory cache to ``config.timing_cache``, merged with the file's content."""
-        if self.config.timing_cache is None or self._cache_config is None:
-            return False
-        return save_merged(self._cache_config, self.features, self.config.timing_cache, self.cache_bytes)
+        """Merge the process's timing cache into its file (``--timing-cache`` or the default); True if written."""
+        return self.timing_cache.save()
 
 
 def _first_sentence(text: str) -> str:
@@ -367,3 +349,30 @@ def layer_onnx_node(layer, wanted: set, all_nodes: set, producers: Optional[Dict
             if out is not None and out.name in producers:
                 return producers[out.name]
     return None
+
+
+def layers_of_nodes(network, graph, nodes: Sequence[str]) -> Dict[str, List[object]]:
+    """ONNX node name -> the network layers that implement it (nodes without layers left out)."""
+    wanted = set(nodes)
+    all_nodes = set(graph.node_names) if graph is not None else set()
+    producers: Dict[str, str] = {}  # ONNX tensor name -> wanted node that produces it
+    if graph is not None:
+        for name in graph.tensor_order:
+            info = graph.tensor(name)
+            if info.producer in wanted:
+                producers[name] = info.producer
+    found: Dict[str, List[object]] = {}
+    for layer in marking.layers(network):
+        node = layer_onnx_node(layer, wanted, all_nodes, producers)
+        if node is not None:
+            found.setdefault(node, []).append(layer)
+    return found
+
+
+def force_fp32(layer, fp32) -> None:
+    """Run ``layer`` in FP32 and make its floating-point outputs FP32 (needs per-layer precision: not on 11)."""
+    layer.precision = fp32
+    for j in range(layer.num_outputs):
+        out = layer.get_output(j)
+        if out is not None and compat.dtype_name(out.dtype) in ("FLOAT", "HALF", "BF16"):
+            layer.set_output_type(j, fp32)

@@ -279,23 +279,7 @@ def set_detailed_profiling(trt, config) -> bool:
     return True
 
 
-# -- timing cache ----------------------------------------------------------------------------
-
-def create_timing_cache(config, features: Features, data: bytes = b""):
-    """An ITimingCache from serialized bytes (empty: a fresh one); None if unsupported."""
-    if not features.timing_cache:
-        return None
-    cache = config.create_timing_cache(data)
-    if cache is None and data:
-        log.warning("the timing cache could not be read (another TensorRT version?); starting a fresh one")
-        cache = config.create_timing_cache(b"")
-    return cache
-
-
-def attach_timing_cache(config, cache) -> None:
-    if cache is not None:
-        config.set_timing_cache(cache, False)  # positional: keyword names differ across bindings
-
+# -- timing cache (the process-wide cache itself is in timing_cache.py) ------------------------
 
 def enable_editable_timing_cache(trt, config, features: Features) -> bool:
     """Make the timing cache editable (10.8+/11: the replacement for IAlgorithmSelector when pinning
@@ -304,16 +288,6 @@ def enable_editable_timing_cache(trt, config, features: Features) -> bool:
         return False
     config.set_flag(trt.BuilderFlag.EDITABLE_TIMING_CACHE)
     return True
-
-
-def serialize_timing_cache(config) -> Optional[bytes]:
-    getter = getattr(config, "get_timing_cache", None)
-    if getter is None:
-        return None
-    cache = getter()
-    if cache is None:
-        return None
-    return bytes(cache.serialize())
 
 
 # -- run-time ----------------------------------------------------------------------------------

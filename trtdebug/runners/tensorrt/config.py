@@ -31,6 +31,9 @@ class TrtBuildConfig:
     profiles: Sequence[Profile] = field(default_factory=tuple)
     builder_optimization_level: Optional[int] = None
     timing_cache: Optional[Path] = None  # loaded if present, saved (merged) after the build
+    # Without timing_cache: share measurements with earlier runs through the per-GPU file in the
+    # user's cache directory (see timing_cache.py); False keeps them in this process only.
+    persistent_cache: bool = True
     save_engine: Optional[Path] = None
     # Nodes (ONNX names) whose layers must run in FP32 - used by the precision tools.
     fp32_nodes: Sequence[str] = field(default_factory=tuple)

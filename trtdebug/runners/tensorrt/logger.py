@@ -7,9 +7,10 @@ imports TensorRT.  ``log`` must not raise (TensorRT calls it from C++).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from typing import List, Tuple
+from typing import Callable, Iterator, List, Tuple
 
 log = logging.getLogger("trtdebug.tensorrt")
 
@@ -75,13 +76,25 @@ def make_logger(trt, *, verbose: bool = False, messages: MessageLog = None):
             trt.ILogger.__init__(self)
             self.messages = record
             self.verbose = verbose
+            self.listeners: List[Callable[[str, str], None]] = []
+
+        @contextlib.contextmanager
+        def listen(self, callback: Callable[[str, str], None]) -> Iterator[None]:
+            """Call ``callback(severity, message)`` for every line (VERBOSE too) while inside."""
+            self.listeners.append(callback)
+            try:
+                yield
+            finally:
+                self.listeners.remove(callback)
 
         def log(self, severity, msg) -> None:  # called by TensorRT; must never raise
             try:
                 name = severity_name(severity)
+                text = str(msg)
+                for listener in list(self.listeners):
+                    listener(name, text)
                 if name == "VERBOSE" and not self.verbose:
                     return
-                text = str(msg)
                 self.messages.add(name, text)
                 log.log(_SEVERITY_LEVELS.get(name, logging.DEBUG), "[TensorRT] %s", text)
             except Exception:  # noqa: BLE001 - a logger that raises would abort TensorRT

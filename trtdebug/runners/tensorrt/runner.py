@@ -144,7 +144,8 @@ class TrtRunner(Runner):
             self._graph = ModelGraph(self._model)
         self._builder = EngineBuilder(self._trt, self._model, self._graph, self._config,
                                       show_progress=self._config.show_progress)
-        self.extra["timing_cache"] = {"path": str(self._config.timing_cache) if self._config.timing_cache else None,
+        cache_path = self._builder.timing_cache.path  # --timing-cache, else the per-GPU default file
+        self.extra["timing_cache"] = {"path": str(cache_path) if cache_path else None,
                                       "loaded": self._builder.cache_loaded, "saved": False}
         if self._boundaries and (self._selection.mark_all or self._selection.names):
             self._note("--fused-boundaries: TensorRT returns the fused-layer boundary tensors; "
@@ -174,6 +175,8 @@ class TrtRunner(Runner):
         self.extra["build_time_s"] = round(time.perf_counter() - start, 3)
         self.extra["engine_build_s"] = round(result.seconds, 3)
         self.extra["build_progress_events"] = builder.progress_events
+        if builder.last_phases:  # TensorRT 8.6: when each build phase began, read from its log
+            self.extra["build_phases"] = [{"phase": p, "start_s": t} for p, t in builder.last_phases]
         self.extra["profiles"] = [{"min": {k: list(v) for k, v in p.min.items()},
                                    "opt": {k: list(v) for k, v in p.opt.items()},
                                    "max": {k: list(v) for k, v in p.max.items()}} for p in result.profiles]
