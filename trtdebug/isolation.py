@@ -4,7 +4,7 @@ A search (bisection over layers, tactics, precisions) builds and runs hundreds o
 engines, and TensorRT can segfault, abort or hang on some of them.  Each candidate therefore
 runs here: in a fresh *spawned* interpreter (never ``fork``: a forked CUDA context is
 unusable, and a parent that has touched CUDA cannot fork safely), in its own process group,
-with a deadline.  What happened comes back as an :class:`Outcome`, a verdict the search can
+with a deadline.  What happened comes back as an :class:`ChildOutcome`, a verdict the search can
 record in its journal - never an exception that ends the search:
 
 * ``ok``        the function returned; ``value`` is its result
@@ -43,7 +43,7 @@ _STDERR_TAIL = 4000  # characters of the child's output kept for a crash report
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ChildOutcome:
     """How one isolated call ended (see the module docstring for the four kinds)."""
 
     kind: str
@@ -79,7 +79,7 @@ class Outcome:
                 "stderr_tail": self.stderr_tail, "describe": self.describe()}
 
 
-def run_isolated(func: Callable[..., Any], *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Outcome:
+def run_isolated(func: Callable[..., Any], *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> ChildOutcome:
     """Call ``func(*args, **kwargs)`` in a spawned child; wait at most ``timeout`` seconds.
 
     ``func`` must be picklable by reference (a module-level function) and so must the
@@ -104,7 +104,7 @@ def run_isolated(func: Callable[..., Any], *args: Any, timeout: Optional[float] 
         proc.join()
         output = _tail(output_path)
         if not finished:
-            return Outcome(TIMED_OUT, seconds, stderr_tail=output)
+            return ChildOutcome(TIMED_OUT, seconds, stderr_tail=output)
         return _read_outcome(result_path, proc.exitcode, seconds, output)
     except BaseException:
         if proc.pid is not None:
@@ -115,21 +115,21 @@ def run_isolated(func: Callable[..., Any], *args: Any, timeout: Optional[float] 
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _read_outcome(result_path: Path, exitcode: Optional[int], seconds: float, output: str) -> Outcome:
+def _read_outcome(result_path: Path, exitcode: Optional[int], seconds: float, output: str) -> ChildOutcome:
     if result_path.is_file():
         try:
             with open(result_path, "rb") as fh:
                 kind, payload = pickle.load(fh)
         except Exception as exc:  # noqa: BLE001 - a result the parent cannot unpickle is the child's failure
-            return Outcome(RAISED, seconds, exc_type=type(exc).__name__,
+            return ChildOutcome(RAISED, seconds, exc_type=type(exc).__name__,
                            message=f"the result could not be read back: {_first_line(str(exc))}", stderr_tail=output)
         if kind == OK:
-            return Outcome(OK, seconds, value=payload, stderr_tail=output)
+            return ChildOutcome(OK, seconds, value=payload, stderr_tail=output)
         exc_type, message, tb = payload
-        return Outcome(RAISED, seconds, exc_type=exc_type, message=message, traceback=tb, stderr_tail=output)
+        return ChildOutcome(RAISED, seconds, exc_type=exc_type, message=message, traceback=tb, stderr_tail=output)
     if exitcode is not None and exitcode < 0:
-        return Outcome(CRASHED, seconds, signal=-exitcode, stderr_tail=output)
-    return Outcome(CRASHED, seconds, exit_code=exitcode, stderr_tail=output)
+        return ChildOutcome(CRASHED, seconds, signal=-exitcode, stderr_tail=output)
+    return ChildOutcome(CRASHED, seconds, exit_code=exitcode, stderr_tail=output)
 
 
 def _child_main(func, args, kwargs, result_path: str, output_path: str) -> None:

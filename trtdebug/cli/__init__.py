@@ -149,6 +149,9 @@ def _fail(exc: BaseException, code: int, verbose: bool, internal: bool = False, 
 
         shown = cause or exc
         traceback.print_exception(type(shown), shown, shown.__traceback__)
+        details = getattr(exc, "details", None)  # e.g. every line of TensorRT's parser errors
+        if details:
+            print(details, file=sys.stderr)
     text = str(exc).strip()
     message = " ".join(text.splitlines()[0].split()) if text else type(exc).__name__
     prefix = "trtdebug: internal error: " if internal else "trtdebug: error: "

@@ -43,7 +43,8 @@ def run(
     trt_opt_shapes: Optional[List[str]] = typer.Option(None, "--trt-opt-shapes", help="Profile opt shapes NAME:[dims]."),
     trt_max_shapes: Optional[List[str]] = typer.Option(None, "--trt-max-shapes", help="Profile max shapes NAME:[dims]."),
     builder_optimization_level: Optional[int] = typer.Option(None, "--builder-optimization-level", min=0, max=5, help="TensorRT builder optimization level (0-5; lower builds faster)."),
-    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file: read if it exists, updated after the build."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file: read if it exists, updated after the build (default: one per GPU and TensorRT version in ~/.cache/trtdebug)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="TensorRT: do not read or update the persistent timing cache."),
     save_engine: Optional[Path] = typer.Option(None, "--save-engine", help="Save the built TensorRT engine here."),
     trt_outputs: Optional[List[str]] = typer.Option(None, "--trt-outputs", help="Extra tensors to mark in TensorRT only (repeatable)."),
     trt_exclude_outputs: Optional[List[str]] = typer.Option(None, "--trt-exclude-outputs", help="Tensors not to mark in TensorRT (repeatable)."),
@@ -59,7 +60,7 @@ def run(
                    "--strongly-typed": strongly_typed, "--workspace": workspace, "--trt-min-shapes": trt_min_shapes,
                    "--trt-opt-shapes": trt_opt_shapes, "--trt-max-shapes": trt_max_shapes,
                    "--builder-optimization-level": builder_optimization_level is not None,
-                   "--timing-cache": timing_cache, "--save-engine": save_engine}
+                   "--timing-cache": timing_cache, "--no-cache": no_cache, "--save-engine": save_engine}
     given = [flag for flag, value in build_flags.items() if value]
     if given and not trt:
         raise UsageError(f"{', '.join(given)}: TensorRT option(s) given without --trt")
@@ -76,7 +77,8 @@ def run(
             trt_config=_trt_config(fp16=fp16, bf16=bf16, int8=int8, tf32=tf32, strongly_typed=strongly_typed,
                                    workspace=workspace, trt_min_shapes=trt_min_shapes, trt_opt_shapes=trt_opt_shapes,
                                    trt_max_shapes=trt_max_shapes, builder_optimization_level=builder_optimization_level,
-                                   timing_cache=timing_cache, save_engine=save_engine, verbose=verbose) if trt else None,
+                                   timing_cache=timing_cache, persistent_cache=not no_cache,
+                                   save_engine=save_engine, verbose=verbose) if trt else None,
             trt_outputs=trt_outputs or (), trt_exclude_outputs=trt_exclude_outputs or (),
             fused_boundaries=fused_boundaries, report=opts.report, html=opts.html,
             on_status=status.update, on_progress=common.progress_to(status), **opts.tolerance_kwargs())
