@@ -189,7 +189,7 @@ def _feeds(first_runner, graph, *, seed, iterations, val_range, input_shapes, lo
     if load_inputs:
         from trtdebug.inputs.io import load_inputs as read_inputs, validate_feeds
 
-        feeds = read_inputs(load_inputs)
+        feeds = read_inputs(load_inputs, model=graph)
         validate_feeds(feeds, meta)
         return feeds
     from trtdebug.inputs.synthetic import generate_feeds
