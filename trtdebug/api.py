@@ -154,7 +154,6 @@ def run(
          "--save-engine": getattr(trt_config, "save_engine", None)},
         [model_path, inputs if _is_path(inputs) else None, *load_outputs])
 
-    loaded = [_load_outputs(p) for p in load_outputs]
     onnx_model = graph = None
     if not is_engine:
         from trtdebug.model import ModelGraph, load_model
@@ -162,6 +161,7 @@ def run(
         status("loading model")
         onnx_model = model if model_path is None else load_model(model_path)
         graph = ModelGraph(onnx_model)
+    loaded = [_load_outputs(p, model=graph) for p in load_outputs]
     _check_tensor_names(tolerances, graph)
 
     # With fused boundaries TensorRT decides which tensors exist; the ONNX backends return them all
@@ -199,6 +199,7 @@ def run(
     status("comparing")
     outcome.report = compare_results(outcome.results, tolerances=tolerances, topology=topology, meta=meta,
                                      progress=on_progress)
+    _add_runner_warnings(outcome.report, outcome.results)
     hint = tf32_hint(outcome.report, trt="trt" in order, config=trt_config)
     if hint:
         notes.append(hint)
@@ -434,10 +435,10 @@ def _check_tensor_names(tolerances, graph, extra_names=()) -> None:
                          f"{hint}")
 
 
-def _load_outputs(path: PathLike):
+def _load_outputs(path: PathLike, model=None):
     from trtdebug.results import load_outputs
 
-    return load_outputs(path)
+    return load_outputs(path, model=model)
 
 
 def _make_runner(backend: str, model, graph, selection, *, providers, trt_config, trt_outputs,
@@ -473,7 +474,7 @@ def _feeds(first_runner, graph, inputs, *, seed, iterations, val_range, input_ra
         from trtdebug.inputs.io import load_inputs, validate_feeds
 
         if _is_path(inputs):
-            feeds = load_inputs(inputs)
+            feeds = load_inputs(inputs, model=graph)
         else:
             feeds = [dict(inputs)] if isinstance(inputs, Mapping) else [dict(f) for f in inputs]
         if iterations is not None:
@@ -518,6 +519,29 @@ def _topology(graph, loaded) -> dict:
 
         return topology_of(graph)
     return next((lo.topology for lo in loaded if lo.topology), {})
+
+
+def _add_runner_warnings(report, results) -> None:
+    """What a runner could not compare or had to correct, said in every comparison it takes part in."""
+    said = {}
+    for r in results:
+        lines = []
+        not_compared = r.extra.get("not_compared") or {}
+        if not_compared.get("subgraph_tensors"):
+            nodes = ", ".join(not_compared.get("nodes", [])[:5])
+            lines.append(f"{r.runner}: {not_compared['subgraph_tensors']} tensor(s) inside If/Loop/Scan bodies are not "
+                         f"compared (nodes {nodes})")
+        warnings = r.extra.get("numpy_warnings") or {}
+        if warnings:
+            lines.append(f"{r.runner}: numpy warned while computing: "
+                         + "; ".join(f"{msg} (x{n})" for msg, n in list(warnings.items())[:3]))
+        overrides = r.extra.get("overrides") or {}
+        if overrides:
+            lines.append(f"{r.runner}: onnx.reference ops replaced by corrected ones: {', '.join(sorted(overrides))}")
+        said[r.runner] = lines
+    for comparison in report.comparisons:
+        for runner in (comparison.reference, comparison.test):
+            comparison.warnings.extend(w for w in said.get(runner, []) if w not in comparison.warnings)
 
 
 def _pick(results, name: Optional[str], source: Path, flag: str):

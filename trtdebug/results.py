@@ -206,11 +206,16 @@ class LoadedOutputs:
     source: str = ""
 
 
-def load_outputs(path: Union[str, os.PathLike]) -> LoadedOutputs:
-    """Read saved outputs: a trtdebug directory, or a Polygraphy ``--save-outputs`` JSON file."""
+def load_outputs(path: Union[str, os.PathLike], *, model=None) -> LoadedOutputs:
+    """Read saved outputs: a trtdebug directory, a Polygraphy ``--save-outputs`` JSON file, or ONNX
+    test data (``test_data_set_*/output_*.pb``; ``model`` names unnamed tensors by position)."""
     p = Path(path)
     if not p.exists():
         raise OutputsFormatError(f"saved outputs not found: {p}")
+    from trtdebug.inputs import onnx_testdata
+
+    if onnx_testdata.is_testdata_dir(p):
+        return LoadedOutputs(results=[onnx_testdata.load_testdata_outputs(p, model)], topology={}, source=str(p))
     index_path = p / INDEX
     if p.is_file() or (not index_path.exists() and any(p.glob("*.json"))):
         # A Polygraphy file, or the directory of per-iteration files it writes for a path without extension.

@@ -152,3 +152,67 @@ def transformer(seed: int = 0, *, blocks: int = 1, hidden: int = 64, heads: int 
 
 
 MODELS = {"conv_net": conv_net, "transformer": transformer}
+
+
+def paddle_conv_net(seed: int = 0, *, classes: int = 10, batch: int = 1, size: int = 32):
+    """A PaddlePaddle-style mobile classifier at opset 11 (what paddle2onnx exports by default).
+
+    Stem conv/BN/HardSwish, then two inverted-residual blocks (1x1 expand, 3x3 depthwise,
+    1x1 project, each with BatchNormalization; ReLU or HardSwish; a residual Add where the
+    shape allows), global average pool, Flatten and a Gemm head.  BatchNormalization below
+    opset 14 is exactly what onnx.reference used to compute in training mode.
+    """
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(seed)
+    nodes: List = []
+    inits: List = []
+
+    def conv_bn(x, prefix, c_in, c_out, k, *, stride=1, group=1, act="Relu"):
+        w = _const(inits, rng, f"{prefix}.conv.weight", (c_out, c_in // group, k, k), scale=(2.0 / (k * k * c_in // group)) ** 0.5)
+        conv = f"{prefix}/conv_out"
+        nodes.append(helper.make_node("Conv", [x, w], [conv], name=f"{prefix}/Conv", kernel_shape=[k, k],
+                                      pads=[k // 2] * 4, strides=[stride, stride], group=group))
+        scale = _init(inits, f"{prefix}.bn.scale", 1.0 + rng.standard_normal(c_out) * 0.1)
+        bias = _const(inits, rng, f"{prefix}.bn.bias", (c_out,), scale=0.1)
+        mean = _const(inits, rng, f"{prefix}.bn.mean", (c_out,), scale=0.1)
+        var = _init(inits, f"{prefix}.bn.var", 1.0 + np.abs(rng.standard_normal(c_out)) * 0.2)
+        bn = f"{prefix}/bn_out"
+        nodes.append(helper.make_node("BatchNormalization", [conv, scale, bias, mean, var], [bn],
+                                      name=f"{prefix}/BatchNormalization", epsilon=1e-5, momentum=0.9))
+        if act is None:
+            return bn
+        out = f"{prefix}/{act.lower()}_out"
+        if act == "HardSwish":  # no HardSwish op before opset 14: paddle2onnx writes x * HardSigmoid(x)
+            hs = f"{prefix}/hardsigmoid_out"
+            nodes.append(helper.make_node("HardSigmoid", [bn], [hs], name=f"{prefix}/HardSigmoid", alpha=1 / 6, beta=0.5))
+            nodes.append(helper.make_node("Mul", [bn, hs], [out], name=f"{prefix}/HardSwish"))
+        else:
+            nodes.append(helper.make_node(act, [bn], [out], name=f"{prefix}/{act}"))
+        return out
+
+    x = conv_bn("image", "stem", 3, 16, 3, stride=2, act="HardSwish")
+    for i, (act, expand) in enumerate((("Relu", 32), ("HardSwish", 48))):
+        h = conv_bn(x, f"block{i}.expand", 16, expand, 1, act=act)
+        h = conv_bn(h, f"block{i}.depthwise", expand, expand, 3, group=expand, act=act)
+        h = conv_bn(h, f"block{i}.project", expand, 16, 1, act=None)
+        out = f"block{i}/residual_out"
+        nodes.append(helper.make_node("Add", [x, h], [out], name=f"block{i}/residual"))
+        x = out
+    nodes.append(helper.make_node("MaxPool", [x], ["pool_out"], name="MaxPool", kernel_shape=[2, 2], strides=[2, 2]))
+    x = conv_bn("pool_out", "head.conv", 16, 64, 1, act="HardSwish")
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap_out"], name="head/GlobalAveragePool"))
+    nodes.append(helper.make_node("Flatten", ["gap_out"], ["flat"], name="head/Flatten", axis=1))
+    fw = _const(inits, rng, "head.fc.weight", (64, classes), scale=64 ** -0.5)
+    fb = _const(inits, rng, "head.fc.bias", (classes,), scale=0.01)
+    nodes.append(helper.make_node("Gemm", ["flat", fw, fb], ["logits"], name="head/Gemm"))
+    nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], name="head/Softmax", axis=1))
+    inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, size, size])]
+    outputs = [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, classes])]
+    model = _model(nodes, inputs, outputs, inits, "paddle_conv_net")
+    model.opset_import[0].version = 11
+    model.ir_version = 6
+    return model
+
+
+MODELS["paddle_conv_net"] = paddle_conv_net

@@ -45,12 +45,17 @@ def save_inputs(path: PathLike, feeds_list: Sequence[Mapping[str, np.ndarray]]) 
     return p
 
 
-def load_inputs(path: PathLike) -> List[Feeds]:
-    """Read feeds saved by :func:`save_inputs` or by ``polygraphy run --save-inputs``."""
+def load_inputs(path: PathLike, *, model=None) -> List[Feeds]:
+    """Read feeds saved by :func:`save_inputs`, by ``polygraphy run --save-inputs``, or ONNX test data
+    (``test_data_set_*/input_*.pb``; ``model`` names unnamed tensors by position)."""
     p = Path(path)
     if not p.exists():
         raise FeedError(f"input data file not found: {p}")
-    if p.is_dir() or p.suffix.lower() == ".json":
+    from trtdebug.inputs import onnx_testdata
+
+    if onnx_testdata.is_testdata_dir(p):
+        feeds = onnx_testdata.load_testdata_inputs(p, model)
+    elif p.is_dir() or p.suffix.lower() == ".json":
         feeds = load_polygraphy_inputs(p)
     elif p.suffix.lower() == ".npz":
         feeds = _split_iterations(_load_npz(p))

@@ -3,7 +3,8 @@
 Reports list tensors "in topological order", name the node that produced each tensor and
 say which tensors are graph outputs; bisection needs producers and consumers.  This class
 computes all of it once.  Only the main graph is covered: tensors inside If/Loop/Scan bodies
-cannot be marked as outputs by any backend, so they never appear in comparisons.
+cannot be marked as outputs by any backend, so they never appear in comparisons -
+:meth:`ModelGraph.subgraph_tensors` counts them so a report can say what was not compared.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class TensorInfo:
     is_graph_input: bool = False
     is_graph_output: bool = False
     is_initializer: bool = False
+    kind: Optional[str] = "tensor"  # value type: tensor, sequence, map, optional, sparse_tensor; None = unknown
 
     @property
     def is_dynamic(self) -> bool:
@@ -44,6 +46,13 @@ def onnx_dtype_to_numpy(elem_type: int) -> Optional[np.dtype]:
         return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def value_kind(type_proto) -> Optional[str]:
+    """Which kind of value a TypeProto describes (``tensor``, ``sequence``, ...); None when untyped."""
+    kind = type_proto.WhichOneof("value")
+    return {"tensor_type": "tensor", "sequence_type": "sequence", "map_type": "map",
+            "optional_type": "optional", "sparse_tensor_type": "sparse_tensor"}.get(kind)
 
 
 def _shape_of(type_proto) -> Tuple[Optional[np.dtype], Optional[Tuple[Dim, ...]]]:
@@ -121,6 +130,15 @@ def _implicit_inputs(node) -> List[str]:
     return names
 
 
+def _body_tensor_count(node) -> int:
+    count = 0
+    for attr in node.attribute:
+        for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            for inner in g.node:
+                count += sum(1 for o in inner.output if o) + _body_tensor_count(inner)
+    return count
+
+
 class ModelGraph:
     """Topological view: node order, tensor order, producers, consumers, tensor metadata."""
 
@@ -132,9 +150,10 @@ class ModelGraph:
         self.output_names = [o.name for o in graph.output]
         self.nodes = topological_sort(list(graph.node), set(self.input_names) | self.initializer_names)
 
-        types = {}
+        types, kinds = {}, {}
         for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
             types[vi.name] = _shape_of(vi.type)
+            kinds[vi.name] = value_kind(vi.type)
 
         self.producers: Dict[str, object] = {}
         self.consumers: Dict[str, List[object]] = {}
@@ -160,7 +179,7 @@ class ModelGraph:
                 producer=node.name if node is not None else None,
                 producer_op=node.op_type if node is not None else None,
                 topo_index=self._index[name], is_graph_input=name in inputs,
-                is_graph_output=name in outputs,
+                is_graph_output=name in outputs, kind=kinds.get(name),
             )
         for init in graph.initializer:
             if init.name not in self._info:
@@ -195,6 +214,11 @@ class ModelGraph:
             if n.name == name:
                 return n
         raise KeyError(name)
+
+    def subgraph_tensors(self) -> Dict[str, int]:
+        """Per main-graph node with If/Loop/Scan bodies: how many tensors its bodies compute (nested
+        bodies included).  No backend can return these, so they are never compared."""
+        return {n.name: count for n in self.nodes if (count := _body_tensor_count(n))}
 
     def op_histogram(self) -> Dict[str, int]:
         hist: Dict[str, int] = {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 from trtdebug.errors import UsageError
 
@@ -36,6 +36,17 @@ class OutputSelection:
 
 def select_tensors(graph, selection: OutputSelection) -> List[str]:
     """Tensor names (topological order) to mark as outputs, graph outputs included."""
+    return plan_outputs(graph, selection)[0]
+
+
+def plan_outputs(graph, selection: OutputSelection) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """(tensors to return, in topological order; [(name, reason)] for values left out).
+
+    Sequences, maps and optionals (SplitToSequence, SequenceConstruct, ...) are left out with a
+    reason: ONNX Runtime returns them as Python lists, the reference as lists or None, and
+    neither is an array the comparator can measure.  Values shape inference could not type
+    are kept; the runners drop them at run time if they turn out not to be arrays.
+    """
     exclude = set(selection.exclude)
     wanted: List[str] = list(graph.output_names)
     if selection.mark_all:
@@ -49,12 +60,22 @@ def select_tensors(graph, selection: OutputSelection) -> List[str]:
         raise UsageError(f"unknown tensor name(s) requested as outputs: {', '.join(unknown[:5])}")
     wanted += list(selection.names)
     seen = set()
-    ordered = []
+    ordered: List[str] = []
+    skipped: List[Tuple[str, str]] = []
     for name in sorted(wanted, key=graph.topo_index):
-        if name not in seen and name not in exclude:
-            seen.add(name)
+        if name in seen or name in exclude:
+            continue
+        seen.add(name)
+        kind = graph.tensor(name).kind if name in graph else "tensor"
+        if kind not in ("tensor", None):
+            skipped.append((name, not_a_tensor_reason(kind)))
+        else:
             ordered.append(name)
-    return ordered
+    return ordered, skipped
+
+
+def not_a_tensor_reason(kind: str) -> str:
+    return f"{kind} value, not a tensor (not compared)"
 
 
 def mark_outputs(model, selection: OutputSelection, graph=None):
@@ -69,6 +90,9 @@ def mark_outputs(model, selection: OutputSelection, graph=None):
 
     graph = graph or ModelGraph(model)
     names = select_tensors(graph, selection)
+    # graph outputs that are not tensors stay outputs (a model needs its outputs); runners drop them
+    keep = [n for n in graph.output_names if n not in names and n not in selection.exclude]
+    names = sorted(names + keep, key=graph.topo_index)
     if names == graph.output_names:
         return model
     known = {vi.name: vi for vi in list(model.graph.value_info) + list(model.graph.output)}

@@ -11,7 +11,7 @@ from trtdebug.model.graph import ModelGraph
 from trtdebug.model.loader import model_bytes_or_path
 from trtdebug.model.surgery import OutputSelection
 from trtdebug.runners.base import Runner, TensorMeta
-from trtdebug.runners.onnx_common import graph_input_metadata, order_outputs, prepare_model
+from trtdebug.runners.onnx_common import OutputReport, graph_input_metadata, order_outputs, prepare_model
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -68,6 +68,8 @@ class OnnxRuntimeRunner(Runner):
             except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
                 raise BackendError(f"ONNX Runtime could not load the model: {_first_line(exc)}") from exc
         self._output_names = [o.name for o in self._session.get_outputs()]
+        self._report = OutputReport(self._graph, self._selection)
+        self.extra.update(self._report.as_extra())
         self.extra["providers"] = self._session.get_providers()
         self.extra["onnxruntime_version"] = ort.__version__
 
@@ -79,7 +81,9 @@ class OnnxRuntimeRunner(Runner):
             values = self._session.run(self._output_names, dict(feeds))
         except Exception as exc:
             raise InferenceError(f"ONNX Runtime failed to run the model: {_first_line(exc)}") from exc
-        return order_outputs(self._output_names, values, self._graph)
+        names, arrays = self._report.keep_arrays(self._output_names, values)
+        self.extra.update(self._report.as_extra())
+        return order_outputs(names, arrays, self._graph)
 
     def _deactivate(self) -> None:
         self._session = None
