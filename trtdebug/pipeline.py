@@ -37,26 +37,28 @@ class Execution:
 @contextlib.contextmanager
 def execute(runners: Sequence, feeds: Sequence[Dict[str, np.ndarray]], *, save_dir: Optional[Path] = None,
             graph=None, model_path: Optional[str] = None, spill_threshold: int = DEFAULT_SPILL_THRESHOLD,
-            status: Optional[ProgressFn] = None) -> Iterator[Execution]:
+            status: Optional[ProgressFn] = None, save_inputs: bool = True) -> Iterator[Execution]:
     """Run every runner over every feed; yield the results while their files still exist.
 
     With ``save_dir`` the tensors are written into a staging directory that replaces
-    ``save_dir`` atomically when the block exits without error.
+    ``save_dir`` atomically when the block exits without error; the feeds are saved with them
+    unless ``save_inputs`` is False.  Every result records the digests of its feeds either way.
     """
+    from trtdebug.results import outputs_dir_problem
     from trtdebug.util.files import atomic_directory
-    from trtdebug.results import INDEX
 
     status = status or (lambda msg: None)
     with contextlib.ExitStack() as stack:
         if save_dir is not None:
-            root = stack.enter_context(atomic_directory(save_dir, marker=INDEX))
+            root = stack.enter_context(atomic_directory(save_dir, owned=outputs_dir_problem))
         else:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="trtdebug-spill-")))
         store = OutputStore(root, graph=graph, model_path=model_path)
+        digests = store.record_inputs(feeds, save=save_dir is not None and save_inputs)
         for runner in runners:
             status(f"{runner.name}: loading")
             with runner:
-                result = store.register(RunResult(runner=runner.name))
+                result = store.register(RunResult(runner=runner.name, input_digests=list(digests)))
                 for i, feed in enumerate(feeds):
                     status(f"{runner.name}: iteration {i + 1}/{len(feeds)}")
                     result.iterations.append(TensorSet(runner.infer(feed)))
@@ -76,9 +78,12 @@ def compare_all(results: Sequence[RunResult], *, tolerances, topology: Optional[
     """Compare the first result (the reference) against each of the others."""
     from trtdebug.compare.comparator import compare_runs
     from trtdebug.compare.report import Report
+    from trtdebug.inputs.digest import check_same_inputs
 
     comparisons = []
     reference = results[0]
+    for test in results[1:]:
+        check_same_inputs(reference, test)
     for test in results[1:]:
         comparisons.append(compare_runs(reference, test, tolerances=tolerances, topology=topology, progress=progress))
     return Report(comparisons=comparisons, meta=dict(meta or {}))

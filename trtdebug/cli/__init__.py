@@ -9,18 +9,10 @@ from __future__ import annotations
 import os
 import sys
 
-import typer
+from trtdebug.cli.typer_app import app
+from trtdebug.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, TrtDebugError
 
-from trtdebug.errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, TrtDebugError
-
-app = typer.Typer(
-    name="trtdebug",
-    help="Find out why a model gives different answers in TensorRT than in its reference, and where.\n\n" + EXIT_CODES_HELP,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+__all__ = ["app", "main"]
 
 
 def _register() -> None:

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from trtdebug.cli import app
+from trtdebug.cli.typer_app import app
 from trtdebug.cli import common
 from trtdebug.errors import UsageError
 
@@ -33,11 +33,11 @@ def compare(
 ) -> int:
     from trtdebug import pipeline
     from trtdebug.results import load_outputs, topology_of
-    from trtdebug.util.files import refuse_to_overwrite_inputs
+    from trtdebug.util.files import check_output_paths
 
     tolerances = common.make_tolerances(atol, rtol, check_error_stat, error_quantile)
     common.check_choice(order, ("topo", "worst"), "--order")
-    refuse_to_overwrite_inputs([report, html], [reference, test, model])
+    check_output_paths({"--report": report, "--html": html}, [reference, test, model])
     ref_set, test_set = load_outputs(reference), load_outputs(test)
     ref_result = _pick(ref_set.results, ref_runner, reference, "--ref-runner")
     test_result = _pick(test_set.results, test_runner, test, "--test-runner")

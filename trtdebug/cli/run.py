@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from trtdebug.cli import app
+from trtdebug.cli.typer_app import app
 from trtdebug.cli import common
 from trtdebug.errors import UsageError
 
@@ -63,7 +63,7 @@ def run(
 ) -> int:
     from trtdebug import pipeline
     from trtdebug.model import OutputSelection
-    from trtdebug.util.files import refuse_to_overwrite_inputs
+    from trtdebug.util.files import check_output_paths
 
     out = common.stdout_console()
     err = common.stderr_console()
@@ -75,8 +75,8 @@ def run(
     is_engine = model.suffix.lower() in (".engine", ".plan", ".trt")
     if is_engine and (onnxrt or ref):
         raise UsageError("a serialized engine can only be run with --trt; give the ONNX model for --onnxrt/--ref")
-    refuse_to_overwrite_inputs([save_inputs, report, html, save_engine],
-                               [model, load_inputs, *(load_outputs or [])])
+    check_output_paths({"--save-inputs": save_inputs, "--report": report, "--html": html, "--save-engine": save_engine,
+                        "--save-outputs": save_outputs}, [model, load_inputs, *(load_outputs or [])])
 
     graph = onnx_model = None
     if not is_engine:
