@@ -45,8 +45,8 @@ def check_same_inputs(reference, test) -> None:
         problem = _difference(ref, tst)
         if problem:
             raise InputsDifferError(f"the two runs used different inputs: iteration {k}, {problem} "
-                                    f"({reference.runner} vs {test.runner}); compare runs made on the same inputs "
-                                    "(--load-inputs the other run's outputs directory)")
+                                    f"between {reference.runner} and {test.runner}; re-run one of them with "
+                                    "--load-inputs <the other's --save-outputs directory>")
 
 
 def _difference(ref: Digests, test: Digests) -> Optional[str]:
