@@ -196,11 +196,11 @@ def test_a_damaged_tensor_file_is_one_line_naming_it(tmp_path, damage):
 
 
 def test_malformed_entries_are_format_errors(tmp_path):
-    out = tmp_path / "out"
-    save_run(out)
-    for change in [lambda i: i["runners"][0].update(name=["x"]), lambda i: i["runners"][0].update(runtimes="fast"),
-                   lambda i: i["runners"][0]["iterations"][0].update(inputs=["nope"]),
-                   lambda i: i.update(inputs={"file": "../inputs.npz"})]:
+    changes = [lambda i: i["runners"][0].update(name=["x"]), lambda i: i["runners"][0].update(runtimes="fast"),
+               lambda i: i["runners"][0]["iterations"][0].update(inputs=["nope"]),
+               lambda i: i.update(inputs={"file": "../inputs.npz"}), lambda i: i.update(tensors=[1])]
+    for k, change in enumerate(changes):
+        out = tmp_path / str(k)
         save_run(out)
         _edit_index(out, change)
         with pytest.raises(OutputsFormatError, match="malformed") as info:

@@ -289,37 +289,38 @@ def load_outputs(path: Union[str, os.PathLike]) -> LoadedOutputs:
         return LoadedOutputs(results=results, topology={}, source=str(p))
     index = read_index(p)
     root = p.resolve()
-    results = []
     try:
-        for r in _typed(index["runners"], list, "runners"):
-            r = _typed(r, dict, "a runner")
-            rr = RunResult(runner=_typed(r["name"], str, "a runner name"), extra=_typed(r.get("extra", {}), dict, "extra"),
-                           runtimes=[float(_typed(t, (int, float), "a runtime")) for t in _typed(r.get("runtimes", []), list, "runtimes")])
-            for it in _typed(r["iterations"], list, "iterations"):
-                it = _typed(it, dict, "an iteration")
-                ts = TensorSet(root=lambda root=root: root)
-                for t in _typed(it["tensors"], list, "tensors"):
-                    name = _typed(_typed(t, dict, "a tensor")["name"], str, "a tensor name")
-                    ts.set_file(name, _inside(root, t["file"], f"{p}: tensor file", f" for {name!r}"))
-                rr.iterations.append(ts)
-                digests = it.get("inputs")
-                if digests is not None:
-                    rr.input_digests.append(_digests(digests))
-            if len(rr.input_digests) != len(rr.iterations):
-                rr.input_digests = []  # partial records are no records
-            results.append(rr)
+        results = [_runner_from_index(_typed(r, dict, "a runner"), root, p) for r in _typed(index["runners"], list, "runners")]
         inputs_file = _typed(index.get("inputs") or {}, dict, "inputs").get("file")
+        topology = _typed(index.get("tensors", {}), dict, "tensors")
     except KeyError as exc:
-        raise OutputsFormatError(f"{p / INDEX} is malformed: missing {exc}") from exc
+        raise OutputsFormatError(f"{index_path} is malformed: missing {exc}") from exc
     except _Malformed as exc:
-        raise OutputsFormatError(f"{p / INDEX} is malformed: {exc}") from exc
+        raise OutputsFormatError(f"{index_path} is malformed: {exc}") from exc
     if inputs_file is not None:
         if inputs_file != RECORDED_INPUTS:
-            raise OutputsFormatError(f"{p / INDEX} is malformed: recorded inputs must be {RECORDED_INPUTS!r}, not {inputs_file!r}")
+            raise OutputsFormatError(f"{index_path} is malformed: recorded inputs must be {RECORDED_INPUTS!r}, not {inputs_file!r}")
         _inside(root, inputs_file, f"{p}: recorded inputs", "")
-    return LoadedOutputs(results=results, topology=_typed(index.get("tensors", {}), dict, "tensors"),
-                         model_path=index.get("model"), source=str(p),
+    return LoadedOutputs(results=results, topology=topology, model_path=index.get("model"), source=str(p),
                          inputs_file=p / inputs_file if inputs_file else None)
+
+
+def _runner_from_index(r: Dict[str, Any], root: Path, source: Path) -> RunResult:
+    runtimes = [float(_typed(t, (int, float), "a runtime")) for t in _typed(r.get("runtimes", []), list, "runtimes")]
+    result = RunResult(runner=_typed(r["name"], str, "a runner name"), runtimes=runtimes,
+                       extra=_typed(r.get("extra", {}), dict, "extra"))
+    for it in _typed(r["iterations"], list, "iterations"):
+        it = _typed(it, dict, "an iteration")
+        tensors = TensorSet(root=lambda: root)
+        for t in _typed(it["tensors"], list, "tensors"):
+            name = _typed(_typed(t, dict, "a tensor")["name"], str, "a tensor name")
+            tensors.set_file(name, _inside(root, t["file"], f"{source}: tensor file", f" for {name!r}"))
+        result.iterations.append(tensors)
+        if it.get("inputs") is not None:
+            result.input_digests.append(_digests(it["inputs"]))
+    if len(result.input_digests) != len(result.iterations):
+        result.input_digests = []  # partial records are no records
+    return result
 
 
 def read_index(directory: Path) -> Dict[str, Any]:
