@@ -5,7 +5,7 @@ import stat
 import pytest
 
 from trtdebug.errors import UsageError
-from trtdebug.util.files import atomic_directory, atomic_path, file_size, refuse_to_overwrite_inputs, write_text_atomic
+from trtdebug.util.files import atomic_directory, atomic_path, check_output_paths, file_size, write_text_atomic
 
 
 def _mode(path):
@@ -16,7 +16,7 @@ def test_artifacts_get_umask_permissions_not_mkstemp_ones(tmp_path):
     old = os.umask(0o022)
     try:
         f = write_text_atomic(tmp_path / "report.json", "{}")
-        with atomic_directory(tmp_path / "outs", marker="index.json") as staging:
+        with atomic_directory(tmp_path / "outs", owned=lambda d: None) as staging:
             (staging / "index.json").write_text("{}")
     finally:
         os.umask(old)
@@ -39,6 +39,6 @@ def test_refuses_to_overwrite_inputs(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"x")
     with pytest.raises(UsageError, match="refusing"):
-        refuse_to_overwrite_inputs([tmp_path / "m.onnx"], [model])
-    refuse_to_overwrite_inputs([tmp_path / "r.json", None], [model, None])
+        check_output_paths({"--report": tmp_path / "m.onnx"}, [model])
+    check_output_paths({"--report": tmp_path / "r.json", "--html": None}, [model, None])
     assert file_size(model) == 1 and file_size(tmp_path / "nope") is None and file_size(None) is None

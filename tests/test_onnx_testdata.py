@@ -56,7 +56,7 @@ def test_unnamed_tensors_take_the_model_names_by_position(tmp_path):
     _write(tmp_path / "test_data_set_0", "input", [("", np.zeros((2, 3, 32, 32), np.float32))], named=False)
     _write(tmp_path / "test_data_set_0", "output", [("", np.zeros((2, 10), np.float32))], named=False)
     assert list(load_testdata_inputs(tmp_path, model)[0]) == ["image"]
-    assert list(load_testdata_outputs(tmp_path, ModelGraph(model)).iterations[0]) == ["probs"]
+    assert list(load_testdata_outputs(tmp_path, ModelGraph(model))[0]) == ["probs"]
     with pytest.raises(FeedError, match="unnamed tensor; give the model"):
         load_testdata_inputs(tmp_path)
 

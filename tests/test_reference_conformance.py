@@ -130,7 +130,7 @@ def _loaded(case: Case):
     graph = ModelGraph(model)
     if case.data is not None:
         feeds = load_testdata_inputs(case.data, graph)
-        expected = load_testdata_outputs(case.data, graph, runner="expected")
+        expected = RunResult("expected", [TensorSet(t) for t in load_testdata_outputs(case.data, graph)])
     else:
         feeds = [_light_feed(model)]
         tensor = onnx.TensorProto()

@@ -9,7 +9,7 @@ import pytest
 from trtdebug import zoo
 from trtdebug.errors import OutputsFormatError, UsageError
 from trtdebug.model.graph import ModelGraph
-from trtdebug.results import INDEX, OutputStore, RunResult, TensorSet, load_outputs
+from trtdebug.results import INDEX, OutputStore, RunResult, TensorSet, load_outputs, outputs_dir_problem
 from trtdebug.util.files import atomic_directory
 
 TENSORS = {
@@ -105,7 +105,7 @@ def test_streaming_register_and_spill(tmp_path):
 
 def test_store_survives_a_move(tmp_path):
     """Sets written into a staging directory stay readable once it is renamed into place."""
-    with atomic_directory(tmp_path / "final", marker=INDEX) as staging:
+    with atomic_directory(tmp_path / "final", owned=outputs_dir_problem) as staging:
         store = write_store(staging, make_results())
     store.root = tmp_path / "final"
     assert_same(store.results[0].iterations[1], tensors(1))
@@ -172,8 +172,8 @@ def test_atomic_directory_refuses_a_foreign_directory(tmp_path):
     dest = tmp_path / "mine"
     dest.mkdir()
     (dest / "thesis.tex").write_text("precious")
-    with pytest.raises(UsageError, match="refusing to overwrite"):
-        with atomic_directory(dest, marker=INDEX):
+    with pytest.raises(UsageError, match="refusing to replace .*mine: it is not a trtdebug outputs directory"):
+        with atomic_directory(dest, owned=outputs_dir_problem):
             pytest.fail("must not be entered")
     assert (dest / "thesis.tex").read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
@@ -182,7 +182,7 @@ def test_atomic_directory_refuses_a_foreign_directory(tmp_path):
 def test_atomic_directory_refuses_a_file(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(UsageError, match="not a directory"):
-        with atomic_directory(tmp_path / "f", marker=INDEX):
+        with atomic_directory(tmp_path / "f", owned=outputs_dir_problem):
             pass
 
 
@@ -192,9 +192,8 @@ def test_atomic_directory_replaces(tmp_path, previous):
     if previous != "absent":
         dest.mkdir()
     if previous == "ours":
-        (dest / INDEX).write_text("{}")
-        (dest / "stale.npy").write_text("old")
-    with atomic_directory(dest, marker=INDEX) as staging:
+        write_store(dest, make_results())
+    with atomic_directory(dest, owned=outputs_dir_problem) as staging:
         (staging / INDEX).write_text("new")
     assert sorted(p.name for p in dest.iterdir()) == [INDEX]
     assert (dest / INDEX).read_text() == "new"
@@ -203,11 +202,11 @@ def test_atomic_directory_replaces(tmp_path, previous):
 
 def test_atomic_directory_keeps_the_old_one_on_failure(tmp_path):
     dest = tmp_path / "out"
-    dest.mkdir()
-    (dest / INDEX).write_text("old")
+    write_store(dest, make_results())
+    old = (dest / INDEX).read_text()
     with pytest.raises(RuntimeError):
-        with atomic_directory(dest, marker=INDEX) as staging:
+        with atomic_directory(dest, owned=outputs_dir_problem) as staging:
             (staging / INDEX).write_text("half")
             raise RuntimeError("interrupted")
-    assert (dest / INDEX).read_text() == "old"
+    assert (dest / INDEX).read_text() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -106,6 +106,7 @@ def run(
     iterations: Optional[int] = None,
     save_inputs: Optional[PathLike] = None,
     save_outputs: Optional[PathLike] = None,
+    record_inputs: bool = True,
     load_outputs: Sequence[PathLike] = (),
     onnxrt_providers: Sequence[str] = ("cpu",),
     trt_config: Any = None,
@@ -133,6 +134,9 @@ def run(
     TensorRT build options are ``trt_config`` (a :class:`~trtdebug.runners.tensorrt.TrtBuildConfig`)
     or its fields as keywords (``fp16=True``, ``tf32=False``, ``workspace="4G"``...).
     ``atol``/``rtol``: a number, or ``{tensor name: value}`` with an optional ``"*"`` default.
+    ``save_outputs`` also records the inputs (``inputs.npz`` and digests), unless ``record_inputs``
+    is False; the digests alone are always kept, so comparing runs made from different inputs
+    is refused.
     """
     from trtdebug.model import OutputSelection
 
@@ -182,14 +186,12 @@ def run(
         write_inputs(save_inputs, feeds)
         notes.append(f"inputs saved to {save_inputs}")
 
-    outcome = Outcome(feeds=feeds, notes=notes)
-    results = _execute(runners, feeds, graph=graph, model_path=str(model_path) if model_path else None,
-                       save_outputs=save_outputs, outcome=outcome, status=status)
-    outcome.results = [r for lo in loaded for r in lo.results] + results
-    if save_outputs is not None:
-        notes.append(f"outputs saved to {save_outputs}")
+    outcome = run_runners(runners, feeds, save_outputs=save_outputs, record_inputs=record_inputs, graph=graph,
+                          model_path=str(model_path) if model_path else None, on_status=status)
+    outcome.notes[:0] = notes
+    outcome.results = [r for lo in loaded for r in lo.results] + outcome.results
     if len(outcome.results) < 2:
-        notes.append("one backend only: nothing to compare")
+        outcome.notes.append("one backend only: nothing to compare")
         return outcome
 
     meta = {"model": str(model_path) if model_path else None, "iterations": len(feeds), "mark_all": mark_all,
@@ -202,7 +204,7 @@ def run(
     _add_runner_warnings(outcome.report, outcome.results)
     hint = tf32_hint(outcome.report, trt="trt" in order, config=trt_config)
     if hint:
-        notes.append(hint)
+        outcome.notes.append(hint)
     _write_reports(outcome, report, html)
     return outcome
 
@@ -302,8 +304,11 @@ def compare_results(results, *, tolerances, topology: Optional[dict] = None, pro
     """Compare the first result (the reference) against each of the others: a Report."""
     from trtdebug.comparison.comparator import compare_runs
     from trtdebug.comparison.report import Report
+    from trtdebug.inputs.digest import check_same_inputs
 
     reference = results[0]
+    for test in results[1:]:  # before any work: "different inputs" is the whole answer then
+        check_same_inputs(reference, test)
     comparisons = [compare_runs(reference, test, tolerances=tolerances, topology=topology, progress=progress)
                    for test in results[1:]]
     return Report(comparisons=comparisons, meta=dict(meta or {}))
@@ -401,20 +406,18 @@ def _check_loaded_shapes(feeds: Sequence[Feeds], input_shapes: Optional[Mapping[
 
 
 def _check_artifact_paths(outputs: Mapping[str, Optional[PathLike]], inputs: Sequence[Optional[PathLike]]) -> None:
-    """No artifact may overwrite an input, and no two artifacts may share a path."""
-    from trtdebug.util.files import refuse_to_overwrite_inputs, resolved
+    """No artifact may overwrite an input, share a path with another, or be a directory (but saved outputs)."""
+    from trtdebug.util.files import check_output_paths, resolved
 
-    refuse_to_overwrite_inputs(list(outputs.values()), [p for p in inputs if _is_path(p)])
-    seen: Dict[Path, str] = {}
+    check_output_paths(outputs, [p for p in inputs if _is_path(p)])
     for flag, path in outputs.items():
-        if path is None:
-            continue
-        where = resolved(path)
-        if where in seen:
-            raise UsageError(f"{seen[where]} and {flag} both write {path}; give them different paths")
-        if where.is_dir() and flag != "--save-outputs":
+        if path is not None and flag != "--save-outputs" and resolved(path).is_dir():
             raise UsageError(f"{flag} {path} is a directory; give a file name")
-        seen[where] = flag
+    if outputs.get("--save-outputs") is not None:
+        from trtdebug.results import outputs_dir_problem
+        from trtdebug.util.files import check_replaceable
+
+        check_replaceable(outputs["--save-outputs"], outputs_dir_problem)
 
 
 def _check_tensor_names(tolerances, graph, extra_names=()) -> None:
@@ -491,26 +494,38 @@ def _feeds(first_runner, graph, inputs, *, seed, iterations, val_range, input_ra
                           val_range=val_range, per_input_ranges=input_ranges)
 
 
-def _execute(runners, feeds, *, graph, model_path, save_outputs, outcome: Outcome, status: StatusFn):
-    """Run every runner into a store: the saved-outputs directory (swapped in atomically), or a scratch one."""
+def run_runners(runners: Sequence, feeds: Sequence[Feeds], *, save_outputs: Optional[PathLike] = None,
+                record_inputs: bool = True, graph=None, model_path: Optional[str] = None,
+                on_status: Optional[StatusFn] = None) -> Outcome:
+    """Run ready-made runners (any :class:`~trtdebug.runners.base.Runner`) over ``feeds`` into a store.
+
+    With ``save_outputs`` the store is that directory, built aside and swapped in when complete
+    (an existing one is replaced only if it is trtdebug's own and holds nothing else); otherwise
+    a scratch directory the returned Outcome owns.  ``run`` uses this; so can a search that makes
+    its own runners.
+    """
     from trtdebug import pipeline
-    from trtdebug.results import INDEX, OutputStore
+    from trtdebug.results import OutputStore, outputs_dir_problem
     from trtdebug.util.files import atomic_directory
 
+    outcome = Outcome(feeds=list(feeds))
     with contextlib.ExitStack() as stack:
         if save_outputs is not None:
-            root = stack.enter_context(atomic_directory(save_outputs, marker=INDEX))
+            root = stack.enter_context(atomic_directory(save_outputs, owned=outputs_dir_problem))
         else:
             outcome._scratch = tempfile.TemporaryDirectory(prefix="trtdebug-")
             root = Path(outcome._scratch.name)
         store = OutputStore(root, graph=graph, model_path=model_path)
-        pipeline.execute(runners, feeds, store, save_all=save_outputs is not None, status=status)
+        pipeline.execute(runners, feeds, store, save_all=save_outputs is not None,
+                         save_inputs=save_outputs is not None and record_inputs, status=on_status)
         if save_outputs is not None:
             store.write_index()
     if save_outputs is not None:
         store.root = Path(save_outputs)  # the staging directory was renamed there
         outcome.saved_outputs = Path(save_outputs)
-    return store.results
+        outcome.notes.append(f"outputs saved to {save_outputs}")
+    outcome.results = list(store.results)
+    return outcome
 
 
 def _topology(graph, loaded) -> dict:

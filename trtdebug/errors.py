@@ -11,6 +11,7 @@ cause (a TensorRT or ONNX Runtime exception) stays chained with ``raise ... from
      |    +-- ModelLoadError                     missing file, not an ONNX model, bad external data
      |    +-- FeedError                          unknown input name, wrong shape or dtype, missing input
      |    +-- OutputsFormatError                 a saved-outputs directory or JSON file we cannot read
+     |    +-- InputsDifferError                  two saved runs to compare were made on different inputs
      +-- BackendError                   (exit 3) a backend could not load, build or run the model
           +-- BackendUnavailableError            tensorrt / onnxruntime / cuda-python / a GPU is missing
           +-- ParseError                         the TensorRT ONNX parser rejected the model
@@ -62,6 +63,10 @@ class FeedError(InputError):
 
 class OutputsFormatError(InputError):
     """Saved outputs (ours or Polygraphy's JSON) cannot be read."""
+
+
+class InputsDifferError(InputError):
+    """Two runs to compare did not see the same inputs, so their differences mean nothing."""
 
 
 class BackendError(TrtDebugError):

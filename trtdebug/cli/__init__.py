@@ -23,36 +23,13 @@ from typing import Optional
 
 import typer
 
-from trtdebug import __version__
-from trtdebug.errors import (EXIT_BACKEND, EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
-                             TrtDebugError)
+from trtdebug.cli.typer_app import app
+from trtdebug.errors import EXIT_BACKEND, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, TrtDebugError
 
-CONTEXT = {"help_option_names": ["-h", "--help"]}
-
-app = typer.Typer(
-    name="trtdebug",
-    help="Find out why a model gives different answers in TensorRT than in its reference, and where.\n\n" + EXIT_CODES_HELP,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings=CONTEXT,
-)
+__all__ = ["app", "main"]
 
 # typer re-exports these click classes whether click is vendored (typer >= 0.16) or installed.
 _CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-
-
-def _version(value: bool) -> None:
-    if value:
-        print(f"trtdebug {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
-                                                  help="Print the version and exit.")) -> None:
-    """Find out why a model gives different answers in TensorRT than in its reference, and where."""
 
 
 def _register() -> None:

@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 import typer
 
 from trtdebug.cli import common
-from trtdebug.util.files import refuse_to_overwrite_inputs
+from trtdebug.util.files import check_output_paths
 
 inspect_app = typer.Typer(
     name="inspect",
@@ -47,7 +47,7 @@ def model_command(
     """Inputs, outputs (dtype, shape, dynamic dims), opset, operator histogram, node and parameter counts."""
     from trtdebug.inspect.model import inspect_model, render_model_summary
 
-    refuse_to_overwrite_inputs([json_path], [model])  # before any work
+    check_output_paths({"--json": json_path}, [model])  # before any work
     summary = inspect_model(model)
     render_model_summary(summary, _console())
     _write_json(json_path, summary.to_dict())
@@ -69,7 +69,7 @@ def engine_command(
     """
     from trtdebug.inspect.engine import inspect_engine, render_engine_summary
 
-    refuse_to_overwrite_inputs([json_path], [engine, model])  # before any work
+    check_output_paths({"--json": json_path}, [engine, model])  # before any work
     summary = inspect_engine(engine, model=model, profile=profile)
     render_engine_summary(summary, _console())
     _write_json(json_path, summary.to_dict())
@@ -90,7 +90,7 @@ def capability_command(
     """
     from trtdebug.inspect.capability import inspect_capability, render_capability
 
-    refuse_to_overwrite_inputs([json_path], [model])  # before any work
+    check_output_paths({"--json": json_path, "--out": out}, [model])  # before any work
     status = _console(stderr=True)
     report = inspect_capability(model, out, verbose=verbose,
                                 progress=lambda msg: status.print(msg, style="dim", markup=False))

@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from trtdebug.cli import app, common
+from trtdebug.cli import common
+from trtdebug.cli.typer_app import app
 
 
 @app.command(help="Show a saved JSON report (--report) in the console, and optionally write it as a "

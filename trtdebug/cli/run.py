@@ -6,7 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from trtdebug.cli import app, common
+from trtdebug.cli import common
+from trtdebug.cli.typer_app import app
 from trtdebug.errors import UsageError
 
 
@@ -30,7 +31,8 @@ def run(
     save_inputs: Optional[Path] = typer.Option(None, "--save-inputs", help="Save the inputs used (.npz, or .json for Polygraphy)."),
     iterations: Optional[int] = typer.Option(None, "--iterations", min=1, help="Number of input sets to run (default 1, or every loaded set)."),
     # outputs on disk
-    save_outputs: Optional[Path] = typer.Option(None, "--save-outputs", help="Save every runner's tensors to this directory (one .npy per tensor + index.json)."),
+    save_outputs: Optional[Path] = typer.Option(None, "--save-outputs", help="Save every runner's tensors to this directory (one .npy per tensor + index.json, and the inputs used)."),
+    no_save_inputs: bool = typer.Option(False, "--no-save-inputs", help="With --save-outputs: record only the inputs' digests, not the inputs themselves."),
     load_outputs: Optional[List[Path]] = typer.Option(None, "--load-outputs", help="Saved outputs (trtdebug dir or Polygraphy JSON) to compare against, as the reference (repeatable)."),
     # TensorRT
     fp16: bool = typer.Option(False, "--fp16", help="TensorRT: allow FP16 kernels."),
@@ -72,7 +74,8 @@ def run(
             model, backends=backends, mark_all=mark_all, outputs=outputs or (), exclude_outputs=exclude_outputs or (),
             inputs=load_inputs, seed=seed, val_range=val_default, input_ranges=val_per_input or None,
             input_shapes=parse_input_shapes(input_shapes or []) or None, iterations=iterations,
-            save_inputs=save_inputs, save_outputs=save_outputs, load_outputs=load_outputs or (),
+            save_inputs=save_inputs, save_outputs=save_outputs, record_inputs=not no_save_inputs,
+            load_outputs=load_outputs or (),
             onnxrt_providers=onnxrt_providers or ("cpu",),
             trt_config=_trt_config(fp16=fp16, bf16=bf16, int8=int8, tf32=tf32, strongly_typed=strongly_typed,
                                    workspace=workspace, trt_min_shapes=trt_min_shapes, trt_opt_shapes=trt_opt_shapes,

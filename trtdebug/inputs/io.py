@@ -1,4 +1,5 @@
-"""Save, load and check input feeds: ``.npz`` (ours) or Polygraphy JSON (``.json`` or a directory).
+"""Save, load and check input feeds: ``.npz`` (ours), Polygraphy JSON (``.json`` or a directory),
+or the inputs recorded in a trtdebug ``--save-outputs`` directory (read only).
 
 ``.npz`` layout: with one iteration the keys are the input names; with several, the keys
 are ``it<k>/<name>``.  The saver switches to the ``it<k>/`` form whenever a name alone could
@@ -12,19 +13,25 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence, Union
+from typing import Callable, Dict, List, Mapping, Sequence, Union
 
 import numpy as np
 
 from trtdebug.errors import FeedError, UsageError
+from trtdebug.inputs.meta import TensorMeta, check_feed
 from trtdebug.inputs.polygraphy_json import load_polygraphy_inputs, save_polygraphy_inputs
-from trtdebug.runners.base import TensorMeta, check_feed
+from trtdebug.inputs import onnx_testdata
 from trtdebug.util.files import atomic_path
 
 PathLike = Union[str, os.PathLike]
 Feeds = Dict[str, np.ndarray]
 
 _ITER_KEY = re.compile(r"it(\d+)/(.+)", re.DOTALL)
+
+# In a ``--save-outputs`` directory: its index (``trtdebug.results.INDEX``; this module sits below
+# ``results`` and cannot import it) and the inputs the run was made from, in this module's .npz layout.
+OUTPUTS_INDEX = "index.json"
+RECORDED_INPUTS = "inputs.npz"
 
 
 def save_inputs(path: PathLike, feeds_list: Sequence[Mapping[str, np.ndarray]]) -> Path:
@@ -46,24 +53,42 @@ def save_inputs(path: PathLike, feeds_list: Sequence[Mapping[str, np.ndarray]]) 
 
 
 def load_inputs(path: PathLike, *, model=None) -> List[Feeds]:
-    """Read feeds saved by :func:`save_inputs`, by ``polygraphy run --save-inputs``, or ONNX test data
+    """Read feeds saved by :func:`save_inputs`, by ``polygraphy run --save-inputs``, recorded in a
+    trtdebug ``--save-outputs`` directory (the inputs that run was made from), or ONNX test data
     (``test_data_set_*/input_*.pb``; ``model`` names unnamed tensors by position)."""
     p = Path(path)
     if not p.exists():
         raise FeedError(f"input data file not found: {p}")
-    from trtdebug.inputs import onnx_testdata
-
-    if onnx_testdata.is_testdata_dir(p):
-        feeds = onnx_testdata.load_testdata_inputs(p, model)
-    elif p.is_dir() or p.suffix.lower() == ".json":
-        feeds = load_polygraphy_inputs(p)
-    elif p.suffix.lower() == ".npz":
-        feeds = _split_iterations(_load_npz(p))
-    else:
-        raise FeedError(f"cannot read input data {p}: expected a .npz or Polygraphy .json file")
+    feeds = _reader_for(p, model)(p)
     if not feeds:
         raise FeedError(f"input data {p} holds no feeds")
     return feeds
+
+
+def _reader_for(p: Path, model=None) -> Callable[[Path], List[Feeds]]:
+    """The reader for ``p``'s format, told by what the path is (one branch per layout)."""
+    if p.is_dir():
+        if (p / OUTPUTS_INDEX).is_file():
+            return _load_recorded
+        if onnx_testdata.is_testdata_dir(p):
+            return lambda d: onnx_testdata.load_testdata_inputs(d, model)
+        return load_polygraphy_inputs
+    suffix = p.suffix.lower()
+    if suffix == ".json":
+        return load_polygraphy_inputs
+    if suffix == ".npz":
+        return lambda f: _split_iterations(_load_npz(f))
+    raise FeedError(f"cannot read input data {p}: expected a .npz or Polygraphy .json file, "
+                    "a trtdebug outputs directory or ONNX test data (test_data_set_*)")
+
+
+def _load_recorded(directory: Path) -> List[Feeds]:
+    """The inputs a ``--save-outputs`` directory recorded (``inputs.npz`` beside its index)."""
+    recorded = directory / RECORDED_INPUTS
+    if not recorded.is_file():
+        raise FeedError(f"{directory} holds saved outputs but not the inputs they were made from "
+                        "(saved with --no-save-inputs); give the inputs themselves with --load-inputs")
+    return _split_iterations(_load_npz(recorded))
 
 
 def _load_npz(p: Path) -> Dict[str, np.ndarray]:

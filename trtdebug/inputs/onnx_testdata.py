@@ -22,7 +22,6 @@ from typing import Dict, List, Optional, Sequence, Type, Union
 import numpy as np
 
 from trtdebug.errors import FeedError, InputError, OutputsFormatError
-from trtdebug.results import RunResult, TensorSet
 
 PathLike = Union[str, os.PathLike]
 RUNNER_NAME = "onnx-testdata"
@@ -47,17 +46,16 @@ def load_testdata_inputs(path: PathLike, model=None) -> List[Dict[str, np.ndarra
     return [_read_tensors(d, "input", names, FeedError) for d in data_set_dirs(path, FeedError)]
 
 
-def load_testdata_outputs(path: PathLike, model=None, *, runner: str = RUNNER_NAME) -> RunResult:
-    """The expected outputs as one RunResult, one TensorSet per data set."""
+def load_testdata_outputs(path: PathLike, model=None) -> List[Dict[str, np.ndarray]]:
+    """The expected outputs, one ``{name: array}`` per data set (results.load_outputs makes a RunResult of them)."""
     names = _output_names(model) if model is not None else None
-    result = RunResult(runner=runner, extra={"source": str(path), "format": "onnx test data"})
+    sets = []
     for d in data_set_dirs(path, OutputsFormatError):
         tensors = _read_tensors(d, "output", names, OutputsFormatError)
         if not tensors:
             raise OutputsFormatError(f"{d} holds no output_*.pb files")
-        result.iterations.append(TensorSet(tensors))
-        result.runtimes.append(float("nan"))
-    return result
+        sets.append(tensors)
+    return sets
 
 
 def data_set_dirs(path: PathLike, error: Type[InputError] = InputError) -> List[Path]:

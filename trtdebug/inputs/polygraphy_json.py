@@ -30,14 +30,13 @@ import json
 import math
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
 from trtdebug.errors import FeedError, InputError, OutputsFormatError
-from trtdebug.results import RunResult, TensorSet
 from trtdebug.util.files import atomic_path
 
 PathLike = Union[str, os.PathLike]
@@ -57,6 +56,19 @@ class _Iteration:
 
     outputs: Dict[str, np.ndarray]
     runtime: Optional[float]
+
+
+@dataclass
+class PolygraphyRun:
+    """One runner's outputs from a Polygraphy file: plain arrays, one dict per iteration.
+
+    Plain data, not a :class:`trtdebug.results.RunResult`: ``results`` builds those from it, and
+    this module stays below ``results`` (no import cycle).
+    """
+
+    runner: str
+    iterations: List[Dict[str, np.ndarray]] = field(default_factory=list)
+    runtimes: List[float] = field(default_factory=list)
 
 
 @dataclass
@@ -176,30 +188,30 @@ def _runs_in(path: Path) -> List[Tuple[str, Sequence[_Iteration]]]:
     return [(name, iterations) for name, iterations in lst]
 
 
-def _extend(result: RunResult, iterations: Sequence[_Iteration]) -> None:
+def _extend(run: PolygraphyRun, iterations: Sequence[_Iteration]) -> None:
     for it in iterations:
-        result.iterations.append(TensorSet(it.outputs))
-        result.runtimes.append(it.runtime if it.runtime is not None else math.nan)
+        run.iterations.append(it.outputs)
+        run.runtimes.append(it.runtime if it.runtime is not None else math.nan)
 
 
-def load_polygraphy_outputs(path: PathLike) -> List[RunResult]:
-    """One RunResult per runner of a ``--save-outputs`` file, in file order, one TensorSet per iteration.
+def load_polygraphy_outputs(path: PathLike) -> List[PolygraphyRun]:
+    """One PolygraphyRun per runner of a ``--save-outputs`` file, in file order, one dict per iteration.
 
     A directory of per-iteration files is joined by runner name, as Polygraphy itself does;
     within one file, runners sharing a name stay separate.  A missing runtime reads as NaN.
     """
     p = Path(path)
     if p.is_dir():
-        merged: Dict[str, RunResult] = {}
+        merged: Dict[str, PolygraphyRun] = {}
         for f in _iteration_files(p, OutputsFormatError):
             for name, iterations in _runs_in(f):
-                _extend(merged.setdefault(name, RunResult(runner=name)), iterations)
+                _extend(merged.setdefault(name, PolygraphyRun(runner=name)), iterations)
         return list(merged.values())
-    results = []
+    runs = []
     for name, iterations in _runs_in(p):
-        results.append(RunResult(runner=name))
-        _extend(results[-1], iterations)
-    return results
+        runs.append(PolygraphyRun(runner=name))
+        _extend(runs[-1], iterations)
+    return runs
 
 
 def load_polygraphy_inputs(path: PathLike) -> List[Dict[str, np.ndarray]]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from trtdebug.errors import UsageError
 from trtdebug.inputs.spec import Range, format_shape
-from trtdebug.runners.base import TensorMeta
+from trtdebug.inputs.meta import TensorMeta
 
 DEFAULT_RANGE: Range = (0.0, 1.0)
 

@@ -6,31 +6,24 @@ fake parser); this module loads the model, runs it with TensorRT's parser and pr
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Callable, Optional
 
-from trtdebug.errors import UsageError
 from trtdebug.runners.tensorrt.capability import (
-    MARKER,
     REPORT_NAME,
     CapabilityReport,
     SupportChecker,
     analyze_capability,
+    capability_dir_problem,
     save_capability,
     tensorrt_checker,
 )
 
 
 def check_out_dir(out_dir: os.PathLike) -> None:
-    """Fail before any work if ``out_dir`` is the user's (non-empty and without our marker)."""
-    dest = Path(out_dir)
-    if not dest.exists():
-        return
-    if not dest.is_dir():
-        raise UsageError(f"{dest} exists and is not a directory; choose another --out")
-    if any(dest.iterdir()) and not (dest / MARKER).exists():
-        raise UsageError(f"{dest} exists, is not empty and is not a trtdebug capability directory; "
-                         "refusing to overwrite it (choose another --out)")
+    """Fail before any work if ``out_dir`` is the user's (see :func:`capability_dir_problem`)."""
+    from trtdebug.util.files import check_replaceable
+
+    check_replaceable(out_dir, capability_dir_problem)
 
 
 def inspect_capability(model_path: os.PathLike, out_dir: Optional[os.PathLike] = None, *,
@@ -44,10 +37,10 @@ def inspect_capability(model_path: os.PathLike, out_dir: Optional[os.PathLike] =
     """
     from trtdebug.model.graph import ModelGraph
     from trtdebug.model.loader import load_model
-    from trtdebug.util.files import refuse_to_overwrite_inputs
+    from trtdebug.util.files import check_output_paths
 
     if out_dir is not None:
-        refuse_to_overwrite_inputs([out_dir], [model_path])
+        check_output_paths({"--out": out_dir}, [model_path])
         check_out_dir(out_dir)
     model = load_model(model_path)
     checker = checker or tensorrt_checker(verbose=verbose)

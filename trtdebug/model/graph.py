@@ -167,6 +167,11 @@ class ModelGraph:
                     self.producers[o] = node
                     order.append(o)
         self.tensor_order: List[str] = order
+        # name lookups are dictionaries: reports and TensorRT layer maps look up thousands of names
+        self._node_names: List[str] = [n.name for n in self.nodes]
+        self._nodes_by_name: Dict[str, object] = {}
+        for node in self.nodes:
+            self._nodes_by_name.setdefault(node.name, node)  # the first in topological order, as before
         self._index = {name: i for i, name in enumerate(order)}
         outputs = set(self.output_names)
         inputs = set(self.input_names)
@@ -207,13 +212,12 @@ class ModelGraph:
 
     @property
     def node_names(self) -> List[str]:
-        return [n.name for n in self.nodes]
+        """Node names in topological order (one shared list: do not modify it)."""
+        return self._node_names
 
     def node(self, name: str):
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
+        """The node called ``name`` (KeyError if none), in constant time."""
+        return self._nodes_by_name[name]
 
     def subgraph_tensors(self) -> Dict[str, int]:
         """Per main-graph node with If/Loop/Scan bodies: how many tensors its bodies compute (nested

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import MutableSequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -79,7 +80,11 @@ def _infer_shapes(model):
 
 
 def save_model(model, path: PathLike, *, external_data: bool | None = None) -> Path:
-    """Write ``model`` atomically; weights go to ``<name>.data`` beside it when it is too big for protobuf."""
+    """Write ``model`` atomically; weights go to ``<name>.data`` beside it when it is too big for protobuf.
+
+    ``model`` is left exactly as it was: the runners, the TensorRT builder and the capability
+    check reuse the caller's object after a save.
+    """
     import onnx
 
     p = Path(path)
@@ -87,12 +92,115 @@ def save_model(model, path: PathLike, *, external_data: bool | None = None) -> P
         external_data = model.ByteSize() >= PROTOBUF_LIMIT
     with atomic_path(p) as tmp:
         if external_data:
-            onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=p.name + ".data", size_threshold=1024)
-            # external data was written beside the temporary name under its final location
+            _save_with_external_data(model, tmp, p.parent / (p.name + ".data"))
         else:
             onnx.save_model(model, str(tmp))
     return p
+
+
+EXTERNAL_THRESHOLD = 1024  # bytes: smaller tensors stay in the model file (onnx's default)
+_ALIGN_THRESHOLD, _ALIGNMENT = 1 << 20, 4096  # big tensors start on a page, so readers can map them
+
+
+def _save_with_external_data(model, model_file: Path, data_path: Path) -> None:
+    """Write ``model`` to ``model_file`` with its big initializers in ``data_path``, changing nothing in ``model``.
+
+    Not ``onnx.save_model(..., save_as_external_data=True)``: that moves the weights out of the
+    caller's ModelProto in place (and appends to an existing data file).  Nor a deep copy: that
+    holds the weights twice, and protobuf's arenas keep cleared bytes until the message dies.
+    Instead a *light copy* is built field by field, in which each big initializer (of the main
+    graph and of If/Loop/Scan bodies, as onnx does) is a reference into the data file, written
+    one tensor at a time as the copy meets it.  The data file replaces an older one only once
+    the model file is written.
+    """
+    import onnx
+
+    with atomic_path(data_path) as data_tmp:
+        with open(data_tmp, "wb") as f:
+            light = _LightCopy(data_path.name, f).model(model)
+        onnx.save_model(light, str(model_file))
+
+
+class _LightCopy:
+    """Copies of ONNX messages whose big raw initializers are written to ``data_file`` and referenced."""
+
+    def __init__(self, location: str, data_file) -> None:
+        self.location = location
+        self.data_file = data_file
+
+    def model(self, model):
+        import onnx
+
+        out = onnx.ModelProto()
+        _copy_fields(model, out, {"graph": lambda g, dst: dst.graph.CopyFrom(self.graph(g))})
+        return out
+
+    def graph(self, graph):
+        import onnx
+
+        out = onnx.GraphProto()
+        _copy_fields(graph, out, {
+            "initializer": lambda tensors, dst: dst.initializer.extend(self.tensor(t) for t in tensors),
+            "node": lambda nodes, dst: dst.node.extend(self.node(n) for n in nodes),
+        })
+        return out
+
+    def node(self, node):
+        import onnx
+
+        out = onnx.NodeProto()
+        _copy_fields(node, out, {"attribute": lambda attrs, dst: dst.attribute.extend(self.attribute(a) for a in attrs)})
+        return out
+
+    def attribute(self, attr):
+        import onnx
+
+        out = onnx.AttributeProto()
+        _copy_fields(attr, out, {"g": lambda g, dst: dst.g.CopyFrom(self.graph(g)),
+                                 "graphs": lambda gs, dst: dst.graphs.extend(self.graph(g) for g in gs)})
+        return out
+
+    def tensor(self, tensor):
+        import onnx
+        from onnx.external_data_helper import set_external_data
+
+        out = onnx.TensorProto()
+        written = []
+
+        def raw_data(raw: bytes, dst) -> None:
+            if len(raw) < EXTERNAL_THRESHOLD:
+                dst.raw_data = raw
+            else:
+                written.append(self._write(raw))
+
+        _copy_fields(tensor, out, {"raw_data": raw_data})
+        if written:
+            offset, length = written[0]
+            out.raw_data = b""  # set_external_data wants the field present; cleared below
+            set_external_data(out, self.location, offset, length)
+            out.ClearField("raw_data")
+        return out
+
+    def _write(self, raw: bytes):
+        f = self.data_file
+        if len(raw) >= _ALIGN_THRESHOLD:
+            f.write(b"\0" * (-f.tell() % _ALIGNMENT))
+        offset = f.tell()
+        f.write(raw)
+        return offset, len(raw)
+
+
+def _copy_fields(src, dst, special) -> None:
+    """Copy every set field of ``src`` into ``dst``; ``special[name](value, dst)`` copies the named ones."""
+    for field, value in src.ListFields():
+        if field.name in special:
+            special[field.name](value, dst)
+        elif isinstance(value, MutableSequence):  # a repeated field, of scalars or of messages
+            getattr(dst, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
 
 
 def model_bytes_or_path(model, scratch_dir: PathLike) -> Union[bytes, str]:

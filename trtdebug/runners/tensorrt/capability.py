@@ -422,7 +422,7 @@ def save_capability(report: CapabilityReport, model, out_dir, *, graph=None) -> 
     """Write every subgraph as its own ONNX model plus ``capability.json`` into ``out_dir``.
 
     The directory is built aside and swapped in; an existing directory is replaced only when it is
-    empty or one of ours (it holds the marker file), never the user's.
+    empty or one of ours holding nothing else (:func:`capability_dir_problem`), never the user's.
     """
     from trtdebug.model.graph import ModelGraph
     from trtdebug.model.loader import save_model
@@ -432,7 +432,7 @@ def save_capability(report: CapabilityReport, model, out_dir, *, graph=None) -> 
     graph = graph if (graph is not None and not renamed) else ModelGraph(model)
     out = Path(out_dir)
     report.out_dir = str(out)
-    with atomic_directory(out, marker=MARKER) as staging:
+    with atomic_directory(out, owned=capability_dir_problem) as staging:
         (staging / MARKER).write_text("trtdebug inspect capability output; safe to replace\n", encoding="utf-8")
         if not report.fully_supported:
             for sg in list(report.supported) + list(report.unsupported):
@@ -446,6 +446,26 @@ def save_capability(report: CapabilityReport, model, out_dir, *, graph=None) -> 
                 sg.file = sg.file_name
         write_text_atomic(staging / REPORT_NAME, json.dumps(report.to_dict(), indent=2) + "\n")
     return out
+
+
+def capability_dir_problem(directory: Path) -> Optional[str]:
+    """Why ``directory`` is not an earlier capability output we may replace (None: it is).
+
+    Ours means: the marker file, and nothing but what its ``capability.json`` lists (the
+    subgraph models, with their external data files).
+    """
+    from trtdebug.util.files import unlisted_entry
+
+    if not (directory / MARKER).is_file():
+        return f"it is not a trtdebug capability directory (no {MARKER})"
+    try:
+        saved = json.loads((directory / REPORT_NAME).read_text(encoding="utf-8"))
+        subgraphs = list(saved.get("supported_subgraphs", [])) + list(saved.get("unsupported_subgraphs", []))
+        models = [sg["file"] for sg in subgraphs if sg.get("file")]
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        return f"its {REPORT_NAME} cannot be read ({exc})"
+    stray = unlisted_entry(directory, [MARKER, REPORT_NAME, *models, *(m + ".data" for m in models)])
+    return f"it holds {stray}, which trtdebug did not write" if stray else None
 
 
 # -- TensorRT ---------------------------------------------------------------------------------------------
