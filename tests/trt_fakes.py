@@ -571,12 +571,15 @@ class _Engine:
         return [tuple(s) for s in profile[name]]
 
     def get_tensor_profile_values(self, profile_index, name):  # the bindings' names are swapped; this order
-        if not isinstance(profile_index, int) or not isinstance(name, str):
-            raise TypeError("get_tensor_profile_values(): incompatible function arguments")
-        return [list(v) for v in self._p["shape_inputs"][name][profile_index]]
+        return self._profile_values(profile_index, name)
 
     def get_profile_shape_input(self, profile_index, binding):  # 8.x: a shape tensor's values, by binding
-        return self.get_tensor_profile_values(profile_index, binding)
+        return self._profile_values(profile_index, binding)
+
+    def _profile_values(self, profile_index, name):
+        if not isinstance(profile_index, int) or not isinstance(name, str):
+            raise TypeError("incompatible function arguments: (profile_index: int, name: str)")
+        return [list(v) for v in self._p["shape_inputs"][name][profile_index]]
 
     def is_shape_inference_io(self, name):
         return name in self._p.get("shape_inputs", {})
