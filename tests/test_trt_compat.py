@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import types
-from typing import Dict
 
 import numpy as np
 import pytest
