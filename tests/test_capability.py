@@ -6,13 +6,14 @@ only for a fully parsed model, and 8.6's parse stops at the first failing node.
 """
 import json
 import sys
-import types
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
+
+import trt_fakes
 
 from trtdebug import zoo
 from trtdebug.errors import BackendError, BackendUnavailableError, UsageError
@@ -354,150 +355,98 @@ def test_cli_capability_refusal_is_a_usage_error(tmp_path, monkeypatch):
     assert isinstance(result.exception, UsageError)
 
 
-# -- the TensorRT adapter, against fake tensorrt modules ------------------------------------------------------
-class _Enum:
-    def __init__(self, name, value=0):
-        self.name, self.value = name, value
-
-    def __int__(self):
-        return self.value
-
-    def __str__(self):
-        return f"ErrorCode.{self.name}"
+# -- the TensorRT adapter, on the fakes of every snapshotted release (tests/trt_fakes.py) ----------------------
+def _parser_apis(version):
+    return [api for api in (API_V1, API_V2) if trt_fakes.has_member(version, "OnnxParser", api)]
 
 
-class FakeError86:
-    """IParserError of 8.6: no node_name()/node_operator()."""
-
-    def __init__(self, node, desc):
-        self._node, self._desc = node, desc
-
-    def node(self):
-        return self._node
-
-    def desc(self):
-        return self._desc
-
-    def code(self):
-        return _Enum("UNSUPPORTED_NODE", 8)
-
-    def func(self):
-        return "importFallbackPluginImporter"
+# every release with each capability API it has: supports_model on 8.6-10.x, supports_model_v2 on 10.3+/11.x
+RELEASE_APIS = [(v, api) for v in trt_fakes.releases() for api in _parser_apis(v)]
 
 
-class FakeError10(FakeError86):
-    def node_name(self):
-        return "custom"
-
-    def node_operator(self):
-        return "MyOp"
-
-
-def _fake_trt(version, api):
-    major = int(version.split(".")[0])
-    trt = types.SimpleNamespace(__version__=version)
-
-    class ILogger:
-        def __init__(self):
-            pass
-
-    class Network:
-        pass
-
-    class Builder:
-        flags_seen = []
-        if major < 10:  # 8.x: implicit batch still exists, so EXPLICIT_BATCH must be asked for
-            max_batch_size = 1
-
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            Builder.flags_seen.append(flags)
-            return Network()
-
-    class ParserBase:
-        def __init__(self, network, logger):
-            self._errors = []
-
-        @property
-        def num_errors(self):
-            return len(self._errors)
-
-        def get_error(self, i):
-            return self._errors[i]
-
-        def _answer(self, data):
-            model = onnx.load_from_string(data)
-            ops = [n.op_type for n in model.graph.node]
-            bad = [i for i, op in enumerate(ops) if op == "MyOp"]
-            if bad:
-                self._errors = [(FakeError10 if major >= 10 else FakeError86)(bad[0], "Plugin not found")]
-                return False, [([i for i in range(len(ops)) if i < bad[0]], False),
-                               ([i for i in range(len(ops)) if i > bad[0]], False)]
-            return True, [(list(range(len(ops))), True)]
-
-    if api == API_V1:
-        class OnnxParser(ParserBase):
-            def supports_model(self, data, path=None):
-                return self._answer(data)
-    else:
-        class OnnxParser(ParserBase):
-            def supports_model_v2(self, data, path=None):
-                ok, self._subgraphs = self._answer(data)
-                return ok
-
-            @property
-            def num_subgraphs(self):
-                return len(self._subgraphs)
-
-            def is_subgraph_supported(self, i):
-                return self._subgraphs[i][1]
-
-            def get_subgraph_nodes(self, i):
-                return self._subgraphs[i][0]
-
-    trt.ILogger, trt.Builder, trt.OnnxParser = ILogger, Builder, OnnxParser
-    flags = {"STRONGLY_TYPED": _Enum("STRONGLY_TYPED", 1)} if major >= 10 else {}
-    if major < 11:  # kept (deprecated, ignored) in 10.x, gone in 11
-        flags["EXPLICIT_BATCH"] = _Enum("EXPLICIT_BATCH", 0)
-        trt.BuilderFlag = types.SimpleNamespace(FP16=_Enum("FP16", 0))  # 11.x: no precision flags
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(**flags)
-    return trt
+def _answer_like_tensorrt(trt):
+    """The parser's answer to a model with one ``MyOp``: the nodes around it, unproven, and its error."""
+    def support(data):
+        nodes = onnx.load_from_string(data).graph.node
+        bad = [i for i, n in enumerate(nodes) if n.op_type == "MyOp"]
+        if not bad:
+            return True, [(list(range(len(nodes))), True)], []
+        i = bad[0]
+        error = trt_fakes.parser_error(trt, i, "Plugin not found", func="importFallbackPluginImporter",
+                                       node_name=nodes[i].name, node_operator=nodes[i].op_type)
+        return False, [(list(range(i)), False), (list(range(i + 1, len(nodes))), False)], [error]
+    return support
 
 
-@pytest.mark.parametrize("version,api,flags", [("8.6.0", API_V1, 1 << 0), ("10.0.1", API_V1, 0),
-                                               ("10.8.0", API_V2, 0), ("11.0.0", API_V2, 1 << 1)])
-def test_trt_checker_adapts_to_each_parser_api(tmp_path, version, api, flags):
+@pytest.mark.parametrize("version,api", RELEASE_APIS)
+def test_trt_checker_on_every_release(tmp_path, version, api):
     model, _ = _load(_custom_op_model(), tmp_path)
-    trt = _fake_trt(version, api)
+    trt = trt_fakes.fake_trt(version)
+    if api == API_V1 and trt_fakes.has_member(version, "OnnxParser", API_V2):
+        delattr(trt.OnnxParser, API_V2)  # 10.3+ has both and the checker prefers v2: take supports_model here
+    trt._fake.support = _answer_like_tensorrt(trt)
     checker = _TrtChecker(trt)
-    assert checker.api == api and checker.version == version
+    assert checker.api == api and checker.version == trt.__version__
     result = checker.check(model)
     assert not result.supported
     assert result.subgraphs == [([0], False), ([2], False)]
     issue = result.errors[0]
     assert issue.node_index == 1 and issue.code == "UNSUPPORTED_NODE" and issue.desc == "Plugin not found"
+    assert issue.func == "importFallbackPluginImporter"
+    # node_name()/node_operator() exist from 10.0 on; 8.6's error names only the node index
+    has_names = trt_fakes.has_member(version, "ParserError", "node_name")
+    assert (issue.node_name, issue.op) == (("custom", "MyOp") if has_names else (None, None))
+    assert f"OnnxParser.{api}" in trt._fake.reads
+    assert ("OnnxParser.get_subgraph_nodes" in trt._fake.reads) == (api == API_V2)  # v2 lists subgraphs one by one
     # EXPLICIT_BATCH on 8.x only; STRONGLY_TYPED where TensorRT requires it (11.x)
-    assert trt.Builder.flags_seen[-1] == flags
+    flags = trt.NetworkDefinitionCreationFlag
+    if version.startswith("11."):
+        expected_flags = 1 << int(flags.STRONGLY_TYPED)
+    elif version.startswith("8."):
+        expected_flags = 1 << int(flags.EXPLICIT_BATCH)
+    else:
+        expected_flags = 0
+    assert trt._fake.network_flags == [expected_flags]
     report = analyze_capability(model, checker)
     assert report.rows[0].operator == "com.example::MyOp" and report.rows[0].nodes == ["custom"]
+    assert "Plugin not found" in report.rows[0].reason
+    assert [s.nodes for s in report.supported] == [["relu"], ["sigmoid"]]
 
 
 def test_trt_checker_without_any_support_api():
-    trt = _fake_trt("8.6.0", API_V1)
-    del trt.OnnxParser.supports_model
+    trt = trt_fakes.fake_trt("8.6.1")
+    delattr(trt.OnnxParser, "supports_model")  # a TensorRT before 8.0 had no capability query
     with pytest.raises(BackendError, match="neither"):
         _TrtChecker(trt)
 
 
-def test_parser_issue_from_8_6_and_10_errors():
-    old = parser_issue(FakeError86(3, "Plugin not found"))
-    assert (old.node_index, old.node_name, old.op, old.code, old.func) == (3, None, None, "UNSUPPORTED_NODE",
-                                                                           "importFallbackPluginImporter")
-    new = parser_issue(FakeError10(-1, "Plugin not found"))
-    assert new.node_index is None and new.node_name == "custom" and new.op == "MyOp"
+def test_trt_checker_reports_a_parser_that_raises(tmp_path):
+    model, _ = _load(_custom_op_model(), tmp_path)
+    trt = trt_fakes.fake_trt("11.0.0.114")
 
+    def raising(data):
+        raise RuntimeError("Failed to parse ONNX model")
+    trt._fake.support = raising
+    with pytest.raises(BackendError, match="failed while checking support: Failed to parse"):
+        _TrtChecker(trt).check(model)
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.0.1", "11.0.0.114"])
+def test_parser_issue_from_each_release(version):
+    trt = trt_fakes.fake_trt(version)
+    issue = parser_issue(trt_fakes.parser_error(trt, 3, "Plugin not found", func="importFallbackPluginImporter",
+                                                node_name="custom", node_operator="MyOp"))
+    assert (issue.node_index, issue.code, issue.func, issue.desc) == (3, "UNSUPPORTED_NODE", "importFallbackPluginImporter",
+                                                                     "Plugin not found")
+    if version.startswith("8."):  # no node_name()/node_operator(); ErrorCode.name is a method there
+        assert callable(trt.ErrorCode.UNSUPPORTED_NODE.name)
+        assert (issue.node_name, issue.op) == (None, None)
+    else:
+        assert (issue.node_name, issue.op) == ("custom", "MyOp")
+    assert parser_issue(trt_fakes.parser_error(trt, -1, "model-level")).node_index is None
+
+
+def test_parser_issue_from_something_that_is_not_a_parser_error():
     class Weird:
         def __str__(self):
             return "In node 2: something broke"

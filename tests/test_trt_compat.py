@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import types
-from typing import Dict
 
 import numpy as np
 import pytest
@@ -501,57 +500,22 @@ def test_compare_layers_detects_changed_fusion():
     assert check.as_extra()["changed_layers"] == {"removed": ["conv + relu"], "added": ["conv", "relu"]}
 
 
-class FakeCudaMemory:
-    """A fake Cuda: device memory is a dict of numpy byte arrays keyed by pointer."""
+def fake_cuda(trt):
+    """The real Cuda wrapper over the fake cuda-python runtime, on ``trt``'s device memory."""
+    from trtdebug.runners.tensorrt.cuda import Cuda
 
-    def __init__(self):
-        self.mem: Dict[int, np.ndarray] = {}
-        self.next = 0x1000
-        self.freed = []
-        self.syncs = 0
-
-    def malloc(self, nbytes):
-        ptr = self.next
-        self.next += max(int(nbytes), 1) + 256
-        self.mem[ptr] = np.zeros(max(int(nbytes), 1), np.uint8)
-        return ptr
-
-    def free(self, ptr):
-        self.freed.append(ptr)
-        self.mem.pop(ptr, None)
-
-    def _find(self, ptr):
-        for base, buf in self.mem.items():
-            if base <= ptr < base + buf.size:
-                return buf, ptr - base
-        raise AssertionError(f"bad pointer {ptr:#x}")
-
-    def htod_async(self, dst, host, stream):
-        buf, off = self._find(dst)
-        buf[off:off + host.nbytes] = np.frombuffer(np.ascontiguousarray(host).tobytes(), np.uint8)
-
-    def dtoh_async(self, host, src, stream):
-        buf, off = self._find(src)
-        host.reshape(-1).view(np.uint8)[:] = buf[off:off + host.nbytes]
-
-    def stream_create(self):
-        return 7
-
-    def stream_sync(self, stream):
-        self.syncs += 1
-
-    def stream_destroy(self, stream):
-        pass
+    return Cuda(trt_fakes.cuda_runtime(trt))
 
 
 def test_debug_listener_copies_kept_tensors_only():
     trt = trt10()
-    cuda = FakeCudaMemory()
+    cuda = fake_cuda(trt)
+    stream = cuda.stream_create()
     ptr = cuda.malloc(16)
-    cuda.htod_async(ptr, np.arange(4, dtype=np.float32), None)
+    cuda.htod_async(ptr, np.arange(4, dtype=np.float32), stream)
     listener = bnd.make_debug_listener(trt, cuda, keep={"relu_out"})
-    assert listener.process_debug_tensor(ptr, trt.TensorLocation.DEVICE, trt.DataType.FLOAT, (2, 2), "relu_out", 7)
-    listener.process_debug_tensor(ptr, trt.TensorLocation.DEVICE, trt.DataType.FLOAT, (4,), "__myl_x", 7)
+    assert listener.process_debug_tensor(ptr, trt.TensorLocation.DEVICE, trt.DataType.FLOAT, (2, 2), "relu_out", stream)
+    listener.process_debug_tensor(ptr, trt.TensorLocation.DEVICE, trt.DataType.FLOAT, (4,), "__myl_x", stream)
     np.testing.assert_array_equal(listener.captured["relu_out"], np.arange(4, dtype=np.float32).reshape(2, 2))
     assert listener.dropped == ["__myl_x"] and not listener.errors
 
@@ -654,82 +618,39 @@ def test_profiles_from_args():
 # the runner's I/O loop with a fake engine
 # ----------------------------------------------------------------------------------------------
 
-_T86 = trt86()  # the runner's module in the I/O-loop tests
+FAMILIES = (V86, V10, V11)  # the runner's paths on each release family
+IDS_TENSORS = {"ids": ("INPUT", "INT32", (-1, 3)), "double": ("OUTPUT", "FLOAT", (-1, 3)),
+               "mask": ("OUTPUT", "BOOL", (-1, 3))}
 
 
-class FakeEngine:
-    """Engine with input ``ids`` (INT32, dynamic batch) and outputs ``double`` (FLOAT) and ``mask`` (BOOL)."""
-
-    def __init__(self, profiles=((1, 4),)):
-        self.profiles = profiles
-        self.num_io_tensors = 3
-        self.num_optimization_profiles = len(profiles)
-
-    def get_tensor_name(self, i):
-        return ["ids", "double", "mask"][i]
-
-    def get_tensor_mode(self, name):
-        return _T86.TensorIOMode.INPUT if name == "ids" else _T86.TensorIOMode.OUTPUT
-
-    def get_tensor_dtype(self, name):
-        return {"ids": _T86.DataType.INT32, "double": _T86.DataType.FLOAT, "mask": _T86.DataType.BOOL}[name]
-
-    def get_tensor_shape(self, name):
-        return (-1, 3)
-
-    def get_tensor_profile_shape(self, name, p):
-        lo, hi = self.profiles[p]
-        return ((lo, 3), (lo, 3), (hi, 3))
+def _ids_engine(trt, batches=((1, 4),)):
+    """Input ``ids`` (INT32, dynamic batch within each profile's range), outputs ``double`` and ``mask``."""
+    profiles = [{"ids": ((lo, 3), (lo, 3), (hi, 3))} for lo, hi in batches]
+    return trt_fakes.engine(trt, IDS_TENSORS, profiles, run=lambda f: {"double": f["ids"] * 2, "mask": f["ids"] > 1})
 
 
-class FakeContext:
-    def __init__(self, engine, cuda):
-        self.engine, self.cuda = engine, cuda
-        self.addresses, self.shapes, self.profile = {}, {}, 0
-
-    def set_input_shape(self, name, shape):
-        lo, hi = self.engine.profiles[self.profile]
-        if not lo <= shape[0] <= hi:
-            return False
-        self.shapes[name] = tuple(shape)
-        return True
-
-    def set_optimization_profile_async(self, p, stream):
-        self.profile = p
-
-    def get_tensor_shape(self, name):
-        return self.shapes.get("ids", (-1, 3))
-
-    def set_tensor_address(self, name, ptr):
-        self.addresses[name] = ptr
-
-    def execute_async_v3(self, stream):
-        n = int(np.prod(self.shapes["ids"]))
-        ids = np.empty(n, np.int32)
-        self.cuda.dtoh_async(ids, self.addresses["ids"], stream)
-        self.cuda.htod_async(self.addresses["double"], (ids * 2).astype(np.float32), stream)
-        self.cuda.htod_async(self.addresses["mask"], ids > 1, stream)
-        return True
-
-
-def _fake_runner(monkeypatch, engine):
+def _fake_gpu(monkeypatch, tmp_path, trt, engine):
+    """TensorRT and cuda-python faked; ``engine`` is what the file it returns deserializes to."""
     from trtdebug.runners.tensorrt import cuda as cuda_mod
-    from trtdebug.runners.tensorrt import engine as engine_mod
+
+    runtime = trt_fakes.cuda_runtime(trt)
+    monkeypatch.setattr(compat, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(cuda_mod, "_import_runtime", lambda: runtime)
+    monkeypatch.setattr(cuda_mod, "_CUDA", None)
+    trt._fake.deserialize = lambda data: engine if data == b"ENGINE" else None
+    trt._fake.engine_json = {"Layers": [{"Name": "fake"}]}
+    path = tmp_path / "model.engine"
+    path.write_bytes(b"ENGINE")
+    return path, runtime
+
+
+@pytest.mark.parametrize("version", FAMILIES)
+def test_runner_io_loop_casts_int64_and_reads_outputs(monkeypatch, tmp_path, version):
     from trtdebug.runners.tensorrt.runner import TrtRunner
 
-    trt = _T86
-    fake_cuda = FakeCudaMemory()
-    monkeypatch.setattr(compat, "import_tensorrt", lambda: trt)
-    monkeypatch.setattr(cuda_mod, "get_cuda", lambda: fake_cuda)
-    engine.create_execution_context = lambda: FakeContext(engine, fake_cuda)
-    monkeypatch.setattr(engine_mod, "deserialize", lambda trt_, logger, data, what="engine": (object(), engine))
-    monkeypatch.setattr(engine_mod, "read_engine_file", lambda path: b"engine")
-    monkeypatch.setattr(engine_mod, "layer_information", lambda *a, **k: [{"Name": "fake"}])
-    return TrtRunner("model.engine"), fake_cuda
-
-
-def test_runner_io_loop_casts_int64_and_reads_outputs(monkeypatch):
-    runner, cuda = _fake_runner(monkeypatch, FakeEngine())
+    trt = trt_fakes.fake_trt(version)
+    path, cuda = _fake_gpu(monkeypatch, tmp_path, trt, _ids_engine(trt))
+    runner = TrtRunner(str(path))
     with runner:
         meta = runner.input_metadata()
         assert meta["ids"].dtype is None and meta["ids"].shape == (None, 3)
@@ -739,23 +660,59 @@ def test_runner_io_loop_casts_int64_and_reads_outputs(monkeypatch):
         assert out["mask"].tolist() == [[False, True, True], [True, True, True]]
         assert any("cast from int64 to int32" in n for n in runner.extra["notes"])
         assert runner.extra["marked"] == ["double", "mask"] and runner.extra["layers"] == [{"Name": "fake"}]
+        assert runner.extra["tensorrt_version"] == trt.__version__
         bigger = runner.infer({"ids": np.ones((4, 3), np.int64)})  # buffers grow
-        assert bigger["double"].shape == (4, 3)
+        np.testing.assert_array_equal(bigger["double"], np.full((4, 3), 2.0))
         with pytest.raises(FeedError, match="does not accept"):
             runner.infer({"ids": np.ones((5, 3), np.int64)})
         with pytest.raises(FeedError, match="outside the range"):
             runner.infer({"ids": np.full((1, 3), 2**40, np.int64)})
-    assert cuda.freed  # buffers released on deactivate
+    assert not trt._fake.device.allocations and not cuda.streams  # buffers and stream released on deactivate
+    assert {"IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address",
+            "IExecutionContext.execute_async_v3"} <= trt._fake.reads
 
 
-def test_runner_selects_the_profile_that_fits(monkeypatch):
-    runner, _ = _fake_runner(monkeypatch, FakeEngine(profiles=((1, 2), (3, 8))))
-    with runner:
+@pytest.mark.parametrize("version", FAMILIES)
+def test_runner_selects_the_profile_that_fits(monkeypatch, tmp_path, version):
+    from trtdebug.runners.tensorrt.runner import TrtRunner
+
+    trt = trt_fakes.fake_trt(version)
+    path, _ = _fake_gpu(monkeypatch, tmp_path, trt, _ids_engine(trt, batches=((1, 2), (3, 8))))
+    with TrtRunner(str(path)) as runner:
         assert runner.infer({"ids": np.ones((2, 3), np.int32)})["double"].shape == (2, 3)
-        assert runner.infer({"ids": np.ones((6, 3), np.int32)})["double"].shape == (6, 3)
-        assert runner._profile == 1
-        with pytest.raises(FeedError, match="no optimization profile"):
+        np.testing.assert_array_equal(runner.infer({"ids": np.full((6, 3), 3, np.int32)})["double"], np.full((6, 3), 6.0))
+        assert runner._profile == 1 and runner._context.active_optimization_profile == 1
+        with pytest.raises(FeedError, match="no optimization profile") as info:
             runner.infer({"ids": np.ones((9, 3), np.int32)})
+        assert "profile 1: [3, 3] to [8, 3]" in str(info.value)
+
+
+@pytest.mark.parametrize("version", FAMILIES)
+def test_runner_data_dependent_output_goes_through_the_output_allocator(monkeypatch, tmp_path, version):
+    from trtdebug.runners.tensorrt.runner import TrtRunner
+
+    trt = trt_fakes.fake_trt(version)
+    engine = trt_fakes.engine(trt, {"x": ("INPUT", "FLOAT", (6,)), "positive": ("OUTPUT", "INT32", (-1,))},
+                              run=lambda f: {"positive": np.nonzero(f["x"] > 0)[0]},
+                              output_shapes=lambda shapes: {"positive": (-1,)})
+    path, _ = _fake_gpu(monkeypatch, tmp_path, trt, engine)
+    with TrtRunner(str(path)) as runner:
+        x = np.array([1, -1, 2, -2, 3, -3], np.float32)
+        np.testing.assert_array_equal(runner.infer({"x": x})["positive"], [0, 2, 4])
+        np.testing.assert_array_equal(runner.infer({"x": np.abs(x)})["positive"], np.arange(6))  # the buffer grows
+        assert not runner._allocator.errors
+    assert not trt._fake.device.allocations
+
+
+def test_runner_reports_an_engine_tensorrt_cannot_load(monkeypatch, tmp_path):
+    from trtdebug.runners.tensorrt.runner import TrtRunner
+
+    trt = trt10()
+    path, cuda = _fake_gpu(monkeypatch, tmp_path, trt, _ids_engine(trt))
+    path.write_bytes(b"an engine of another TensorRT")
+    with pytest.raises(BackendError, match="could not load the engine"):
+        TrtRunner(str(path)).activate()
+    assert not cuda.streams
 
 
 def test_missing_tensorrt_is_backend_unavailable(monkeypatch):

@@ -9,6 +9,8 @@ import json
 import pytest
 from onnx import TensorProto, helper
 
+import trt_fakes
+
 from trtdebug import zoo
 from trtdebug.model import ModelGraph
 from trtdebug.runners.tensorrt.inspector import (
@@ -359,121 +361,67 @@ def test_split_profile():
     assert split_profile("conv") == ("conv", 0)
 
 
-# -- engine summary, against a fake engine with the 8.6/10.x accessor names -------------------------------
-class _E:
-    def __init__(self, name):
-        self.name = name
-
-    def __eq__(self, other):
-        return isinstance(other, _E) and other.name == self.name
-
-    def __hash__(self):
-        return hash(self.name)
+# -- engine summary, against the release fakes' engines (tests/trt_fakes.py) -------------------------------------
+FAMILIES = ("8.6.1", "10.13.3.9", "11.0.0.114")
 
 
-class FakeTrt:
-    __version__ = "8.6.0"
-
-    class TensorIOMode:
-        INPUT, OUTPUT = _E("INPUT"), _E("OUTPUT")
-
-    class LayerInformationFormat:
-        JSON = _E("JSON")
-
-
-class FakeEngine:
-    """Just the accessors summarize_engine uses; two profiles, a dynamic input and a shape-tensor input."""
-
-    name = "fake engine"
-    num_layers = 11
-    num_optimization_profiles = 2
-    num_io_tensors = 3
-    profiling_verbosity = _E("DETAILED")
-
-    def __init__(self, info, *, v2_memory=False):
-        self._info = info
-        self._tensors = {
-            "x": (FakeTrt.TensorIOMode.INPUT, _E("FLOAT"), (-1, -1, 64)),
-            "target_shape": (FakeTrt.TensorIOMode.INPUT, _E("INT32"), (3,)),
-            "y": (FakeTrt.TensorIOMode.OUTPUT, _E("HALF"), (-1, -1, 64)),
-        }
-        self.device_memory_size = 1 << 20
-        if v2_memory:
-            self.device_memory_size_v2 = 3 << 20
-
-    def get_tensor_name(self, i):
-        return list(self._tensors)[i]
-
-    def get_tensor_mode(self, name):
-        return self._tensors[name][0]
-
-    def get_tensor_dtype(self, name):
-        return self._tensors[name][1]
-
-    def get_tensor_shape(self, name):
-        return self._tensors[name][2]
-
-    def get_tensor_format_desc(self, name):
-        return "Row major linear FP32 format (kLINEAR)"
-
-    def get_tensor_location(self, name):
-        return _E("DEVICE")
-
-    def is_shape_inference_io(self, name):
-        return name == "target_shape"
-
-    def get_tensor_profile_shape(self, name, profile):
-        if name != "x":
-            raise RuntimeError("not a shape binding")
-        return [(1, 1, 64), (2, 16 * (profile + 1), 64), (4, 64 * (profile + 1), 64)]
-
-    def get_tensor_profile_values(self, profile, name):
-        return [(1, 1, 64), (2, 8, 64), (4, 64, 64)]
-
-    def create_engine_inspector(self):
-        info = self._info
-
-        class Inspector:
-            def get_engine_information(self, fmt):
-                assert fmt == FakeTrt.LayerInformationFormat.JSON
-                return json.dumps(info)
-
-        return Inspector()
+def _engine(trt, info, **props):
+    """Two profiles, a dynamic input ``x`` and a shape-tensor input ``target_shape``; ``info`` is the inspector's JSON."""
+    trt._fake.engine_json = info
+    tensors = {"x": ("INPUT", "FLOAT", (-1, -1, 64)), "target_shape": ("INPUT", "INT32", (3,)),
+               "y": ("OUTPUT", "HALF", (-1, -1, 64))}
+    profiles = [{"x": ((1, 1, 64), (2, 16 * (p + 1), 64), (4, 64 * (p + 1), 64))} for p in range(2)]
+    values = [((1, 1, 64), (2, 8, 64), (4, 64, 64))] * 2
+    defaults = dict(name="fake engine", num_layers=11, profiling_verbosity=trt.ProfilingVerbosity.DETAILED,
+                    device_memory_size=1 << 20)
+    return trt_fakes.engine(trt, tensors, profiles, shape_inputs={"target_shape": values}, **{**defaults, **props})
 
 
-def test_summarize_engine_with_fakes(tgraph):
+@pytest.mark.parametrize("version", FAMILIES)
+def test_summarize_engine_with_fakes(tgraph, version):
     from trtdebug.inspect.engine import summarize_engine
 
-    s = summarize_engine(FakeEngine(trt10_json(profile_copies=True)), FakeTrt, graph=tgraph, profile=1)
-    assert s.tensorrt_version == "8.6.0" and s.num_profiles == 2 and s.device_memory_size == 1 << 20
+    trt = trt_fakes.fake_trt(version)
+    engine = _engine(trt, trt10_json(profile_copies=True), device_memory_size_v2=3 << 20)
+    s = summarize_engine(engine, trt, graph=tgraph, profile=1)
+    assert s.tensorrt_version == trt.__version__ and s.num_profiles == 2 and s.name == "fake engine"
+    # device_memory_size_v2 where the release has it (10.1+), the old property on 8.6 (and it is gone in 11)
+    assert s.device_memory_size == (3 << 20 if trt_fakes.has_member(version, "ICudaEngine", "device_memory_size_v2")
+                                    else 1 << 20)
     assert s.profiling_verbosity == "DETAILED" and s.num_layers == 11
     x, shape_in, y = s.io
     assert (x.mode, x.dtype, x.shape, x.location) == ("input", "float32", (-1, -1, 64), "device")
     assert x.profiles[1] == {"min": [1, 1, 64], "opt": [2, 32, 64], "max": [4, 128, 64]}
-    assert shape_in.is_shape_tensor and shape_in.profiles[0]["max"] == [4, 64, 64]
+    # a shape tensor's profile is of values: get_tensor_profile_values (10.0+), get_profile_shape_input (8.x)
+    assert shape_in.is_shape_tensor and shape_in.profiles[0] == {"min": [1, 1, 64], "opt": [2, 8, 64], "max": [4, 64, 64]}
     assert (y.mode, y.dtype, y.profiles) == ("output", "float16", ())
     assert s.layer_info.profile == 1 and s.layer_info.layers[1].name == "__myl_LayNorm_myl0_0"
     assert s.notes == []
     json.dumps(s.to_dict())
 
 
-def test_summarize_engine_prefers_v2_memory_and_flags_missing_detail():
+def test_summarize_engine_flags_missing_detail():
     from trtdebug.inspect.engine import summarize_engine
 
-    s = summarize_engine(FakeEngine({"Layers": ["a", "b"]}, v2_memory=True), FakeTrt)
-    assert s.device_memory_size == 3 << 20
-    assert any("DETAILED" in n for n in s.notes)
+    trt = trt_fakes.fake_trt("10.13.3.9")
+    s = summarize_engine(_engine(trt, {"Layers": ["a", "b"]}, profiling_verbosity=trt.ProfilingVerbosity.LAYER_NAMES_ONLY),
+                         trt, profile=2)
+    assert s.profiling_verbosity == "LAYER_NAMES_ONLY"
+    assert any("DETAILED" in n for n in s.notes) and any("profile 2 does not exist" in n for n in s.notes)
 
 
-def test_cli_engine_with_fakes(tmp_path, monkeypatch, tgraph):
+@pytest.mark.parametrize("version", ["8.6.1", "11.0.0.114"])
+def test_cli_engine_with_fakes(tmp_path, monkeypatch, version):
     import trtdebug.inspect.engine as engine_mod
     from typer.testing import CliRunner
 
     from trtdebug.cli.inspect import inspect_app
 
-    fake = FakeEngine(trt86_names_json())
-    monkeypatch.setattr(engine_mod, "load_engine", lambda path: (object(), fake))
-    monkeypatch.setattr(engine_mod, "_import_tensorrt", lambda: FakeTrt)
+    trt = trt_fakes.fake_trt(version)
+    engine = _engine(trt, trt86_names_json())
+    trt._fake.deserialize = lambda data: engine if data == b"ENGINE" else None
+    monkeypatch.setattr(engine_mod, "_import_tensorrt", lambda: trt)
+    (tmp_path / "t.engine").write_bytes(b"ENGINE")
     model = tmp_path / "t.onnx"
     import onnx
 
@@ -486,7 +434,14 @@ def test_cli_engine_with_fakes(tmp_path, monkeypatch, tgraph):
     assert "[range]" in result.output and "(reformat for block0/fc1)" in result.output
     data = json.loads(out.read_text())
     assert data["layer_info"]["node_to_layers"]["block0/fc1"] == ["block0/fc1 + block0/fc1_bias"]
-    assert data["io"][0]["profiles"][0]["opt"] == [2, 16, 64]
+    assert data["io"][0]["profiles"][0]["opt"] == [2, 16, 64] and data["tensorrt_version"] == trt.__version__
+    assert data["file_size"] == len(b"ENGINE")
+    (tmp_path / "other.engine").write_bytes(b"built by another TensorRT")
+    result = CliRunner().invoke(inspect_app, ["engine", str(tmp_path / "other.engine")])
+    from trtdebug.errors import BackendError
+
+    assert isinstance(result.exception, BackendError) and result.exception.exit_code == 3
+    assert "could not load the engine" in str(result.exception)
 
 
 def test_load_engine_errors(tmp_path, monkeypatch):

@@ -7,7 +7,8 @@ code that touches a name the release lacks gets the AttributeError it would get 
 
 On top of the names sits just enough behaviour for the code under test (:class:`_Behaviour` mixins:
 networks of layers and tensors, builder configs with flags and timing caches, an ONNX parser with
-errors and ``supports_model[_v2]``, engines with an inspector).  A behaviour is attached only where
+errors and ``supports_model[_v2]``, a runtime that deserializes to engines the test made, engines with
+an inspector and execution contexts that run a numpy function on fake device memory).  A behaviour is attached only where
 the release has the member, so the fakes cannot grant a release an API it does not have.  Members
 without behaviour raise NotImplementedError naming the member and its real signature; classes that
 have no Python constructor in the bindings raise TypeError when called, as pybind11 does.
@@ -16,14 +17,23 @@ What a test configures and observes lives on ``trt._fake`` (a :class:`World`): t
 parser produces, parse and build outcomes, what was created, and every TensorRT name read
 (``reads``, as ``"Class.member"`` or ``"name"`` for module attributes) - the recording that lets a
 test assert which API a code path touched on a release.
+
+The GPU side is fake too: :class:`DeviceMemory` (``trt._fake.device``) hands out host numpy buffers
+whose addresses serve as device pointers, and :class:`CudaRuntime` is cuda-python's runtime module as
+``trtdebug.runners.tensorrt.cuda`` calls it, so the real ``Cuda`` wrapper and ``DeviceBuffer`` run on
+it; every device pointer is checked against a live allocation of the right size.
 """
 from __future__ import annotations
 
+import ctypes
+import enum
 import functools
 import json
 import types
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 API_DIR = Path(__file__).parent / "trt_api"
 
@@ -66,6 +76,109 @@ def signature(version: str, cls: str, member: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# the fake GPU
+# ----------------------------------------------------------------------------------------------
+
+NUMPY_OF = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+            "BOOL": np.bool_, "UINT8": np.uint8, "BF16": np.uint16}  # DataType name -> host storage
+
+
+class DeviceMemory:
+    """Device memory: host numpy buffers whose addresses are the "device pointers", so a copy is a
+    memmove; any access outside one live allocation fails the test (buffers too small, use after free)."""
+
+    def __init__(self) -> None:
+        self.allocations: Dict[int, np.ndarray] = {}
+        self.freed: List[int] = []
+
+    def malloc(self, nbytes: int) -> int:
+        buf = np.zeros(max(int(nbytes), 1), np.uint8)
+        self.allocations[buf.ctypes.data] = buf
+        return buf.ctypes.data
+
+    def free(self, ptr: int) -> None:
+        assert ptr in self.allocations, f"fake CUDA: free of {ptr:#x}, which is not a live allocation"
+        del self.allocations[ptr]
+        self.freed.append(ptr)
+
+    def view(self, ptr: int, nbytes: int) -> np.ndarray:
+        for base, buf in self.allocations.items():
+            if base <= ptr and ptr + nbytes <= base + buf.size:
+                return buf[ptr - base:ptr - base + nbytes]
+        raise AssertionError(f"fake CUDA: {nbytes} bytes at {ptr:#x} are not inside one live allocation")
+
+    def read(self, ptr: int, dtype, shape) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        return self.view(ptr, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize).view(dtype).reshape(shape).copy()
+
+    def write(self, ptr: int, array: np.ndarray) -> None:
+        data = np.ascontiguousarray(array)
+        self.view(ptr, data.nbytes)[:] = data.reshape(-1).view(np.uint8)
+
+
+class CudaRuntime:
+    """cuda-python's runtime module (``cuda.bindings.runtime``) as far as trtdebug calls it: calls return
+    ``(cudaError_t, *values)`` tuples, copies go through :class:`DeviceMemory`."""
+
+    class cudaError_t(enum.IntEnum):  # noqa: N801 - cuda-python's names
+        cudaSuccess = 0
+        cudaErrorInvalidValue = 1
+        cudaErrorNoDevice = 100
+        cudaErrorInvalidResourceHandle = 400
+
+    class cudaMemcpyKind(enum.IntEnum):  # noqa: N801
+        cudaMemcpyHostToDevice = 1
+        cudaMemcpyDeviceToHost = 2
+
+    def __init__(self, memory: DeviceMemory, devices: int = 1) -> None:
+        self.memory, self.devices = memory, devices
+        self.streams: set = set()
+        self.syncs = 0
+        self._next_stream = 0x5700
+
+    def cudaGetDeviceCount(self):  # noqa: N802
+        return (self.cudaError_t.cudaSuccess if self.devices else self.cudaError_t.cudaErrorNoDevice, self.devices)
+
+    def cudaMalloc(self, nbytes):  # noqa: N802
+        return self.cudaError_t.cudaSuccess, self.memory.malloc(nbytes)
+
+    def cudaFree(self, ptr):  # noqa: N802
+        self.memory.free(ptr)
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaMemcpyAsync(self, dst, src, count, kind, stream):  # noqa: N802
+        if stream not in self.streams:
+            return (self.cudaError_t.cudaErrorInvalidResourceHandle,)
+        if kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice:
+            ctypes.memmove(self.memory.view(dst, count).ctypes.data, src, count)
+        elif kind == self.cudaMemcpyKind.cudaMemcpyDeviceToHost:
+            ctypes.memmove(dst, self.memory.view(src, count).ctypes.data, count)
+        else:
+            return (self.cudaError_t.cudaErrorInvalidValue,)
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaStreamCreate(self):  # noqa: N802
+        self._next_stream += 1
+        self.streams.add(self._next_stream)
+        return self.cudaError_t.cudaSuccess, self._next_stream
+
+    def cudaStreamSynchronize(self, stream):  # noqa: N802
+        self.syncs += 1
+        return (self.cudaError_t.cudaSuccess if stream in self.streams else self.cudaError_t.cudaErrorInvalidResourceHandle,)
+
+    def cudaStreamDestroy(self, stream):  # noqa: N802
+        if stream not in self.streams:
+            return (self.cudaError_t.cudaErrorInvalidResourceHandle,)
+        self.streams.discard(stream)
+        return (self.cudaError_t.cudaSuccess,)
+
+
+def cuda_runtime(trt, devices: int = 1) -> CudaRuntime:
+    """A fake cuda-python runtime on ``trt``'s device memory (what its execution contexts read and write)."""
+    return CudaRuntime(trt._fake.device, devices)
+
+
+# ----------------------------------------------------------------------------------------------
 # the world a fake module lives in
 # ----------------------------------------------------------------------------------------------
 
@@ -81,6 +194,8 @@ class World:
         self.support: Optional[Callable[[bytes], tuple]] = None  # bytes -> (ok, [(nodes, flag)], [errors])
         self.build: Optional[Callable] = None  # (builder, network, config) -> bytes or None
         self.engine_json: Optional[dict] = None  # what EngineInspector returns
+        self.deserialize: Optional[Callable[[bytes], object]] = None  # Runtime: bytes -> ICudaEngine or None
+        self.device = DeviceMemory()
         self.networks: List[object] = []
         self.configs: List[object] = []
         self.network_flags: List[int] = []
@@ -413,10 +528,21 @@ class _EngineInspector:
         return json.dumps(type(self)._world.engine_json)
 
 
+@_Behaviour.of("Runtime")
+class _Runtime:
+    def __init__(self, logger):
+        object.__setattr__(self, "_p", {"logger": logger})
+
+    def deserialize_cuda_engine(self, serialized_engine):
+        world = type(self)._world
+        return world.deserialize(bytes(serialized_engine)) if world.deserialize else None  # None: TensorRT's failure
+
+
 @_Behaviour.of("ICudaEngine")
 class _Engine:
     """``_p["tensors"]``: name -> (mode name, dtype name, shape); ``_p["profiles"]``: per profile,
-    name -> (min, opt, max)."""
+    name -> (min, opt, max); ``_p["shape_inputs"]``: shape-tensor input -> per profile (min, opt, max)
+    *values*; ``_p["run"]``: inputs -> outputs (numpy), what a context computes."""
 
     num_io_tensors = property(lambda self: len(self._p["tensors"]))
     num_optimization_profiles = property(lambda self: max(1, len(self._p.get("profiles", []))))
@@ -437,7 +563,26 @@ class _Engine:
         return tuple(self._p["tensors"][name][2])
 
     def get_tensor_profile_shape(self, name, profile_index):
-        return self._p["profiles"][profile_index][name]
+        if name in self._p.get("shape_inputs", {}):  # a shape tensor's profile is of its values, not its dims
+            return [self.get_tensor_shape(name)] * 3
+        profile = self._p["profiles"][profile_index]
+        if name not in profile:
+            raise RuntimeError(f"{name} is not an input with an optimization profile")
+        return [tuple(s) for s in profile[name]]
+
+    def get_tensor_profile_values(self, profile_index, name):  # the bindings' names are swapped; this order
+        return self._profile_values(profile_index, name)
+
+    def get_profile_shape_input(self, profile_index, binding):  # 8.x: a shape tensor's values, by binding
+        return self._profile_values(profile_index, binding)
+
+    def _profile_values(self, profile_index, name):
+        if not isinstance(profile_index, int) or not isinstance(name, str):
+            raise TypeError("incompatible function arguments: (profile_index: int, name: str)")
+        return [list(v) for v in self._p["shape_inputs"][name][profile_index]]
+
+    def is_shape_inference_io(self, name):
+        return name in self._p.get("shape_inputs", {})
 
     def get_tensor_location(self, name):
         return self._enum("TensorLocation", "DEVICE")
@@ -449,7 +594,127 @@ class _Engine:
         return _make(self, "EngineInspector")
 
     def create_execution_context(self, *strategy):
-        return _make(self, "IExecutionContext", engine=self)
+        return _make(self, "IExecutionContext", engine=self, active_optimization_profile=0, shapes={}, addresses={},
+                     allocators={}, debug=set())
+
+    def _inputs(self):
+        return [n for n, (mode, _, _) in self._p["tensors"].items() if mode == "INPUT"]
+
+    def _outputs(self):
+        return [n for n, (mode, _, _) in self._p["tensors"].items() if mode == "OUTPUT"]
+
+    def _dtype(self, name):
+        return np.dtype(NUMPY_OF[self._p["tensors"][name][1]])
+
+
+@_Behaviour.of("IExecutionContext")
+class _ExecutionContext:
+    """Name-based I/O as TensorRT 8.5+ has it: shapes checked against the active profile, inputs read from
+    and outputs written to :class:`DeviceMemory`, data-dependent outputs through the IOutputAllocator,
+    marked debug tensors (anything else ``run`` returns) handed to the IDebugListener (10.0+)."""
+
+    def set_optimization_profile_async(self, profile_index, stream_handle):
+        if not 0 <= profile_index < self._p["engine"].num_optimization_profiles:
+            return False
+        self._p["active_optimization_profile"] = profile_index
+        self._p["shapes"] = {}
+        return True
+
+    def set_input_shape(self, name, shape):
+        engine, shape = self._p["engine"], tuple(int(d) for d in shape)
+        if name not in engine._inputs():
+            return False
+        declared = engine.get_tensor_shape(name)
+        profiles = engine._p.get("profiles") or [{}]
+        lo, _, hi = profiles[self._p["active_optimization_profile"]].get(name, (declared, declared, declared))
+        if len(shape) != len(declared) or any(not (a <= d <= b) for a, d, b in zip(lo, shape, hi)) \
+                or any(0 <= c != d for c, d in zip(declared, shape)):
+            return False
+        self._p["shapes"][name] = shape
+        return True
+
+    def get_tensor_shape(self, name):
+        engine = self._p["engine"]
+        if name in engine._inputs():
+            return self._p["shapes"].get(name, engine.get_tensor_shape(name))
+        if any(n not in self._p["shapes"] for n in engine._inputs()):
+            return engine.get_tensor_shape(name)
+        shapes = engine._p.get("output_shapes")
+        if shapes is not None:
+            return tuple(shapes(dict(self._p["shapes"]))[name])
+        zeros = {n: np.zeros(self._p["shapes"][n], engine._dtype(n)) for n in engine._inputs()}
+        return tuple(np.shape(engine._p["run"](zeros)[name]))
+
+    def set_tensor_address(self, name, memory):
+        self._p["addresses"][name] = int(memory)
+        return True
+
+    def get_tensor_address(self, name):
+        return self._p["addresses"].get(name, 0)
+
+    def set_output_allocator(self, name, output_allocator):
+        self._p["allocators"][name] = output_allocator
+        return True
+
+    def get_output_allocator(self, name):
+        return self._p["allocators"].get(name)
+
+    def set_debug_listener(self, listener):
+        self._p["listener"] = listener
+        return True
+
+    def get_debug_listener(self):
+        return self._p.get("listener")
+
+    def set_tensor_debug_state(self, name, flag):
+        (self._p["debug"].add if flag else self._p["debug"].discard)(name)
+        return True
+
+    def get_debug_state(self, name):
+        return name in self._p["debug"]
+
+    def execute_async_v3(self, stream_handle):
+        engine, world = self._p["engine"], type(self)._world
+        device, addresses = world.device, self._p["addresses"]
+        if any(n not in self._p["shapes"] or n not in addresses for n in engine._inputs()):
+            return False  # TensorRT: "not all input dimensions/addresses are specified"
+        feeds = {n: device.read(addresses[n], engine._dtype(n), self._p["shapes"][n]) for n in engine._inputs()}
+        results = engine._p["run"](feeds)
+        for name in engine._outputs():
+            value = np.asarray(results[name]).astype(engine._dtype(name))
+            shape = self.get_tensor_shape(name)
+            if any(d < 0 for d in shape):  # data-dependent: memory from the allocator, shape told afterwards
+                allocator = self._p["allocators"].get(name)
+                if allocator is None:
+                    return False
+                # 8.x calls reallocate_output; 10.x's bindings list no methods, TensorRT calls the async one
+                if has_member(world.version, "IOutputAllocator", "reallocate_output"):
+                    ptr = allocator.reallocate_output(name, 0, value.nbytes, 256)
+                else:
+                    ptr = allocator.reallocate_output_async(name, 0, value.nbytes, 256, stream_handle)
+                if not ptr:
+                    return False
+                device.write(int(ptr), value)
+                allocator.notify_shape(name, value.shape)
+                continue
+            assert tuple(value.shape) == shape, f"fake engine: run() gave {name} shape {value.shape}, context says {shape}"
+            if name not in addresses:
+                return False
+            device.write(addresses[name], value)
+        listener = self._p.get("listener")
+        unfused = bool(self._p.get("unfused_tensors_debug_state"))
+        for name, value in results.items():
+            if listener is None or name in engine._p["tensors"] or not (unfused or name in self._p["debug"]):
+                continue
+            value = np.ascontiguousarray(value)
+            dtype = next(k for k, v in NUMPY_OF.items() if np.dtype(v) == value.dtype)
+            ptr = device.malloc(value.nbytes)
+            device.write(ptr, value)
+            trt = _module_of(self)
+            listener.process_debug_tensor(ptr, trt.TensorLocation.DEVICE, getattr(trt.DataType, dtype), value.shape,
+                                          name, stream_handle)
+            device.free(ptr)
+        return True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -620,6 +885,16 @@ def engine_bytes(network) -> bytes:
     return b"ENGINE:" + ",".join(network.get_output(i).name for i in range(network.num_outputs)).encode()
 
 
-def engine(trt, tensors: Dict[str, Tuple[str, str, Sequence[int]]], profiles: Sequence[dict] = (), **props):
-    """An ICudaEngine: ``tensors`` name -> (TensorIOMode name, DataType name, shape)."""
-    return _new(trt, "ICudaEngine", tensors=dict(tensors), profiles=list(profiles), **props)
+def engine(trt, tensors: Dict[str, Tuple[str, str, Sequence[int]]], profiles: Sequence[dict] = (), *,
+           shape_inputs: Optional[Dict[str, Sequence[tuple]]] = None, run: Optional[Callable] = None,
+           output_shapes: Optional[Callable] = None, **props):
+    """An ICudaEngine: ``tensors`` name -> (TensorIOMode name, DataType name, shape); ``profiles`` per profile
+    name -> (min, opt, max); ``shape_inputs`` shape-tensor input -> per profile (min, opt, max) values.
+
+    Its execution contexts compute ``run({input: array}) -> {name: array}`` (names beyond the engine's
+    outputs are debug tensors); output shapes come from ``output_shapes({input: shape})`` (-1: known only
+    after running) or else from ``run`` on zeros.  ``props`` (``name``, ``num_layers``,
+    ``device_memory_size_v2``...) are kept only where the release has the property."""
+    props = {k: v for k, v in props.items() if has_member(trt._fake.version, "ICudaEngine", k)}
+    return _new(trt, "ICudaEngine", tensors=dict(tensors), profiles=list(profiles), shape_inputs=dict(shape_inputs or {}),
+                run=run, output_shapes=output_shapes, **props)

@@ -103,10 +103,13 @@ def _dims(d) -> List[int]:
 
 
 def _profile_entry(engine, name: str, profile: int, is_shape: bool) -> Optional[Dict[str, List[int]]]:
-    if is_shape and hasattr(engine, "get_tensor_profile_values"):
+    # a shape tensor's profile holds values, not dims: 10.0+ names the getter get_tensor_profile_values,
+    # 8.x get_profile_shape_input (its get_tensor_profile_shape would give the tensor's own dims)
+    getter = getattr(engine, "get_tensor_profile_values", None) or getattr(engine, "get_profile_shape_input", None)
+    if is_shape and getter is not None:
         for args in ((profile, name), (name, profile)):  # the argument order differs between versions
             try:
-                values = engine.get_tensor_profile_values(*args)
+                values = getter(*args)
                 return {k: _dims(v) for k, v in zip(("min", "opt", "max"), values)}
             except Exception:  # noqa: BLE001 - try the other order
                 continue
