@@ -27,8 +27,8 @@ import numpy as np
 import onnx
 import pytest
 
-from trtdebug.compare.comparator import compare_runs
-from trtdebug.compare.tolerances import Tolerances
+from trtdebug.comparison.comparator import compare_runs
+from trtdebug.comparison.tolerances import Tolerances
 from trtdebug.errors import BackendError
 from trtdebug.inputs.onnx_testdata import load_testdata_inputs, load_testdata_outputs
 from trtdebug.model import ModelGraph, OutputSelection, load_model
