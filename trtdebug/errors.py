@@ -11,6 +11,7 @@ cause (a TensorRT or ONNX Runtime exception) stays chained with ``raise ... from
      |    +-- ModelLoadError                     missing file, not an ONNX model, bad external data
      |    +-- FeedError                          unknown input name, wrong shape or dtype, missing input
      |    +-- OutputsFormatError                 a saved-outputs directory or JSON file we cannot read
+     |    +-- ReportFormatError                  a file that is not a (readable) trtdebug JSON report
      +-- BackendError                   (exit 3) a backend could not load, build or run the model
           +-- BackendUnavailableError            tensorrt / onnxruntime / cuda-python / a GPU is missing
           +-- ParseError                         the TensorRT ONNX parser rejected the model
@@ -62,6 +63,10 @@ class FeedError(InputError):
 
 class OutputsFormatError(InputError):
     """Saved outputs (ours or Polygraphy's JSON) cannot be read."""
+
+
+class ReportFormatError(InputError):
+    """A JSON report to load is malformed, of another format, or of a newer version."""
 
 
 class BackendError(TrtDebugError):

@@ -18,6 +18,16 @@ is equal.  Any other non-finite element (NaN or Inf on one side only, or opposit
 infinities) fails, in every mode: a statistic must not average a NaN away.  All other
 statistics are taken over the pairs where both sides are finite.
 
+Tolerance that would pass
+-------------------------
+A failing tensor also gets the smallest ``atol`` that passes it at its ``rtol``
+(``atol_to_pass``) and the smallest ``rtol`` that passes it at its ``atol``
+(``rtol_to_pass``), exactly as the rule above computes in float64: re-comparing with
+the value passes, and any smaller value fails.  Only failing elements can need more
+than the given tolerance, so these cost nothing for tensors that pass.  ``None`` with a
+``*_reason`` when no value works: a NaN/Inf mismatch fails at any tolerance, and no
+``rtol`` passes a failing element (or statistic) whose reference is 0.
+
 The relative error is ``|test - ref| / |ref|``; elements whose reference is exactly 0 are
 left out of the relative statistics, because the ratio is undefined there (the ``atol``
 term of the pass rule covers them).  Integers and booleans are compared as float64 (a bool
@@ -116,6 +126,10 @@ class TensorStats:
     failing: int = 0  # elements failing the element rule (whatever check_error_stat is)
     error_ratio: float = 0.0
     passed: bool = True
+    atol_to_pass: Optional[float] = None  # failing tensors only (module docstring)
+    rtol_to_pass: Optional[float] = None
+    atol_to_pass_reason: Optional[str] = None  # why atol_to_pass is None for a failing tensor
+    rtol_to_pass_reason: Optional[str] = None
     worst: Optional[WorstElement] = None
     value_hist: Optional[Histogram] = None
     error_hist: Optional[Histogram] = None
@@ -141,6 +155,7 @@ def compare_arrays(reference, test, *, atol: float = DEFAULT_ATOL, rtol: float =
         if _squeezed(ref.shape) != _squeezed(tst.shape):
             stats.notes.append(f"shape mismatch: reference {ref.shape}, test {tst.shape}")
             stats.passed, stats.error_ratio = False, float("inf")
+            stats.atol_to_pass_reason = stats.rtol_to_pass_reason = "the shapes differ"
             return stats
         stats.notes.append(f"shapes differ only in size-1 dimensions (reference {ref.shape}, test {tst.shape})")
         tst = tst.reshape(ref.shape)
@@ -173,7 +188,44 @@ def _compare_exact(ref: np.ndarray, tst: np.ndarray, stats: TensorStats) -> Tens
     stats.failing = int(np.count_nonzero(ref != tst))
     stats.passed = stats.failing == 0
     stats.error_ratio = 0.0 if stats.passed else float("inf")
+    if not stats.passed:
+        stats.atol_to_pass_reason = stats.rtol_to_pass_reason = f"{stats.ref_dtype} tensors must be equal"
     return stats
+
+
+def min_atol_to_pass(err: np.ndarray, rtol_term: np.ndarray) -> float:
+    """The smallest ``a >= 0`` with ``err <= rtol_term + a`` for every element, as float64 computes it.
+
+    ``rtol_term`` is ``|ref| * rtol``.  ``err - rtol_term`` is rounded, so an element the
+    rounding left short moves up one float at a time (once, nearly always); by
+    monotonicity the largest of these values passes every element.
+    """
+    need = err - rtol_term
+    while True:
+        short = rtol_term + need < err
+        if not short.any():
+            return max(float(need.max()), 0.0) if need.size else 0.0
+        need[short] = np.nextafter(need[short], np.inf)
+
+
+def min_rtol_to_pass(err: np.ndarray, ref_abs: np.ndarray, atol: float) -> Optional[float]:
+    """The smallest ``r >= 0`` with ``err <= ref_abs * r + atol`` for every element; None if none exists.
+
+    None when an element over ``atol`` has a reference of 0 (or so small that ``r`` overflows).
+    """
+    over = err > atol
+    err, ref_abs = err[over], ref_abs[over]
+    if not err.size:
+        return 0.0
+    if (ref_abs == 0).any():
+        return None
+    need = (err - atol) / ref_abs
+    while True:
+        short = ref_abs * need + atol < err
+        if not short.any():
+            top = float(need.max())
+            return top if np.isfinite(top) else None
+        need[short] = np.nextafter(need[short], np.inf)
 
 
 class _Workspace(threading.local):
@@ -230,6 +282,9 @@ class _Measure:
         self.cache: Optional[Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]] = None
         self.worst: Optional[Tuple[float, float, int]] = None  # (ratio, error, flat index): largest wins
         self.tolerant = stats.atol >= 0 and stats.rtol >= 0  # then an error of 0 always passes
+        # smallest tolerances that pass the failing elements seen so far; rtol None: no rtol can
+        self.need_atol: float = 0.0
+        self.need_rtol: Optional[float] = 0.0
 
     def run(self) -> None:
         for start in range(0, self.ref.size, CHUNK):
@@ -319,7 +374,11 @@ class _Measure:
         ref_abs = np.abs(r, out=self.ws.get("ref_abs", n))
         allowed = np.multiply(ref_abs, self.s.rtol, out=self.ws.get("work", n))
         allowed += self.s.atol
-        self.s.failing += int(np.count_nonzero(np.greater(err, allowed, out=self.ws.get("mask", n, np.bool_))))
+        failing = np.greater(err, allowed, out=self.ws.get("mask", n, np.bool_))
+        count = int(np.count_nonzero(failing))
+        self.s.failing += count
+        if count and self.s.check_error_stat == "elemwise":
+            self._track_needed(err[failing], ref_abs[failing])
         self._track_worst(start, err, allowed, finite)
         if self.ref.size <= CHUNK:
             self.cache = (r, err, ref_abs)  # one chunk: its errors are the error buffer
@@ -355,6 +414,13 @@ class _Measure:
         self.n += n
         self.ref_min, self.ref_max = min(self.ref_min, lo), max(self.ref_max, hi)
         return True
+
+    def _track_needed(self, err: np.ndarray, ref_abs: np.ndarray) -> None:
+        """Raise the tolerances that would pass to cover these failing elements (passing ones never need more)."""
+        self.need_atol = max(self.need_atol, min_atol_to_pass(err, ref_abs * self.s.rtol))
+        if self.need_rtol is not None:
+            rtol = min_rtol_to_pass(err, ref_abs, self.s.atol)
+            self.need_rtol = None if rtol is None else max(self.need_rtol, rtol)
 
     def _count_nonfinite(self, start: int, r: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Count NaN/Inf on each side and the non-finite mismatches; return the mask of finite pairs."""
@@ -437,15 +503,41 @@ class _Measure:
         if s.check_error_stat == "elemwise" or checked_quantile is None:
             s.passed = s.failing == 0
             s.error_ratio = self.worst[0] if self.worst is not None else 0.0
+            self._set_needed(self.need_atol, self.need_rtol, "element")
             return
         error = {"max": s.max_abs, "mean": s.mean_abs, "median": s.median_abs, "quantile": checked_quantile}[s.check_error_stat]
         if error == 0 and self.tolerant:  # passes whatever S(|ref|) is; the ratio is 0
             s.passed = s.nonfinite_mismatch == 0
             s.error_ratio = float("inf") if s.nonfinite_mismatch else 0.0
+            self._set_needed(0.0, 0.0, "statistic")
             return
         ref = self._ref_abs_stat(s.check_error_stat)
         s.passed = s.nonfinite_mismatch == 0 and error <= s.atol + s.rtol * ref
         s.error_ratio = float("inf") if s.nonfinite_mismatch else tolerance_ratio(error, ref, s.atol, s.rtol)
+        if not s.passed and not s.nonfinite_mismatch:
+            err, ref_stat = np.array([error]), np.array([ref])
+            self._set_needed(min_atol_to_pass(err, ref_stat * s.rtol), min_rtol_to_pass(err, ref_stat, s.atol), "statistic")
+        else:
+            self._set_needed(0.0, 0.0, "statistic")
+
+    def _set_needed(self, atol: float, rtol: Optional[float], what: str) -> None:
+        """Record the tolerances that would pass a failing tensor, or why none would."""
+        s = self.s
+        if s.passed:
+            return
+        if s.nonfinite_mismatch:
+            s.atol_to_pass_reason = s.rtol_to_pass_reason = (
+                f"{s.nonfinite_mismatch} NaN/Inf element(s) differ between the runners; no tolerance passes them")
+            return
+        if np.isfinite(atol):
+            s.atol_to_pass = atol
+        else:
+            s.atol_to_pass_reason = "the error overflows float64"
+        if rtol is not None:
+            s.rtol_to_pass = rtol
+        else:
+            s.rtol_to_pass_reason = (f"a failing {what} has a reference of 0 (or too small): "
+                                     f"no rtol passes it, only atol")
 
     def _set_worst(self) -> None:
         ratio, _, flat = self.worst
