@@ -24,7 +24,8 @@ A failing tensor also gets the smallest ``atol`` that passes it at its ``rtol``
 (``atol_to_pass``) and the smallest ``rtol`` that passes it at its ``atol``
 (``rtol_to_pass``), exactly as the rule above computes in float64: re-comparing with
 the value passes, and any smaller value fails.  Only failing elements can need more
-than the given tolerance, so these cost nothing for tensors that pass.  ``None`` with a
+than the given tolerance, so these cost nothing for tensors that pass (a few vectorized
+checks over the failing elements for those that fail).  ``None`` with a
 ``*_reason`` when no value works: a NaN/Inf mismatch fails at any tolerance, and no
 ``rtol`` passes a failing element (or statistic) whose reference is 0.
 
@@ -49,7 +50,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -196,16 +197,12 @@ def _compare_exact(ref: np.ndarray, tst: np.ndarray, stats: TensorStats) -> Tens
 def min_atol_to_pass(err: np.ndarray, rtol_term: np.ndarray) -> float:
     """The smallest ``a >= 0`` with ``err <= rtol_term + a`` for every element, as float64 computes it.
 
-    ``rtol_term`` is ``|ref| * rtol``.  ``err - rtol_term`` is rounded, so an element the
-    rounding left short moves up one float at a time (once, nearly always); by
-    monotonicity the largest of these values passes every element.
+    ``rtol_term`` is ``|ref| * rtol``.  Only the largest ``err - rtol_term`` matters, and
+    rounding puts it at most a few floats from the answer: :func:`_smallest_passing` settles it.
     """
-    need = err - rtol_term
-    while True:
-        short = rtol_term + need < err
-        if not short.any():
-            return max(float(need.max()), 0.0) if need.size else 0.0
-        need[short] = np.nextafter(need[short], np.inf)
+    if not err.size:
+        return 0.0
+    return _smallest_passing(lambda a: bool(np.all(rtol_term + a >= err)), max(float((err - rtol_term).max()), 0.0))
 
 
 def min_rtol_to_pass(err: np.ndarray, ref_abs: np.ndarray, atol: float) -> Optional[float]:
@@ -219,13 +216,37 @@ def min_rtol_to_pass(err: np.ndarray, ref_abs: np.ndarray, atol: float) -> Optio
         return 0.0
     if (ref_abs == 0).any():
         return None
-    need = (err - atol) / ref_abs
-    while True:
-        short = ref_abs * need + atol < err
-        if not short.any():
-            top = float(need.max())
-            return top if np.isfinite(top) else None
-        need[short] = np.nextafter(need[short], np.inf)
+    need = _smallest_passing(lambda r: bool(np.all(ref_abs * r + atol >= err)), float(((err - atol) / ref_abs).max()))
+    return need if np.isfinite(need) else None
+
+
+def _smallest_passing(passes: Callable[[float], bool], guess: float) -> float:
+    """The smallest float ``>= 0`` for which the monotone ``passes`` holds, from a guess near it.
+
+    Usually the guess or the float after it passes and the float before it fails: two or
+    three checks.  Otherwise (an error below the rounding of ``|ref| * rtol``) a bisection
+    over the float64 bit patterns, which for values >= 0 are ordered like the values.
+    """
+    hi = guess
+    for _ in range(4):
+        if passes(hi):
+            break
+        hi = float(np.nextafter(hi, np.inf))
+    else:
+        while not passes(hi):
+            hi = hi * 2.0 if hi > 0 else 5e-324  # inf passes any finite error
+    if hi == 0 or not passes(float(np.nextafter(hi, 0))):
+        return hi
+    if passes(0.0):
+        return 0.0
+    lo_bits, hi_bits = 0, int(np.float64(hi).view(np.int64))  # passes(lo) is False, passes(hi) True
+    while hi_bits - lo_bits > 1:
+        mid = (lo_bits + hi_bits) // 2
+        if passes(float(np.int64(mid).view(np.float64))):
+            hi_bits = mid
+        else:
+            lo_bits = mid
+    return float(np.int64(hi_bits).view(np.float64))
 
 
 class _Workspace(threading.local):

@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 
 from trtdebug.compare.metrics import Histogram, TensorStats
 
-_EXPORTS = {"print_report": "console", "report_json": "json", "write_json": "json",
+_EXPORTS = {"print_report": "console", "report_json": "json", "write_json": "json", "load_report": "json",
             "render_html": "html", "write_html": "html"}
 SPARK_LEVELS = " ▁▂▃▄▅▆▇█"
 
