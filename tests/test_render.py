@@ -125,3 +125,85 @@ def test_text_helpers():
 
     assert sparkline(Histogram(edges=[1, 2, 3, 4], counts=[0, 4, 8], log=True)) == " ▄█"
     assert sparkline(Histogram(edges=[], counts=[], log=True, zeros=3)) == "exact"
+
+
+def _transformer_runs(n_layers=3):
+    """Tensors named the way PyTorch exports name them, one op type (BatchNormalization) failing throughout."""
+    rng = np.random.default_rng(4)
+    ops = ["MatMul", "Add", "LayerNormalization", "Softmax", "BatchNormalization", "Gelu", "Reshape"]
+    ref, test, topology = TensorSet(), TensorSet(), {}
+    for i in range(n_layers * len(ops)):
+        op = ops[i % len(ops)]
+        name = f"/model/encoder/layers.{i // len(ops)}/self_attn/{op}_output_0"
+        a = rng.standard_normal((2, 16, 64)).astype(np.float32)
+        b = a.copy()
+        if op == "BatchNormalization":
+            b += np.float32(2e-3) * rng.standard_normal(a.shape).astype(np.float32)
+        ref.set_array(name, a)
+        test.set_array(name, b)
+        topology[name] = {"producer": name[:-len("_output_0")], "producer_op": op, "topo_index": i,
+                          "is_graph_output": i == n_layers * len(ops) - 1}
+    return RunResult("onnxrt", [ref]), RunResult("trt", [test]), topology
+
+
+def _transformer_report(n_layers=3, tolerances=None):
+    ref, test, topology = _transformer_runs(n_layers)
+    return Report(comparisons=[compare_runs(ref, test, topology=topology, tolerances=tolerances)],
+                  meta={"model": "encoder.onnx"})
+
+
+def test_console_fits_80_columns_one_line_per_row():
+    report = _transformer_report()
+    console = Console(record=True, width=80)
+    print_report(report, console)
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    rows = [line for line in lines if re.match(r"/model\S*( \(out\))?  .*  (pass|FAIL\*?) *$", line)]
+    assert len(rows) == len(report.comparisons[0].tensors)
+    assert all("…" in row for row in rows)  # names lose their middle, not their line
+    assert sum(row.rstrip().endswith("FAIL*") for row in rows) == 1
+    assert "failing by op type: BatchNormalization 3/3" in text
+    header = next(line for line in lines if line.startswith("tensor"))
+    assert header.split() == ["tensor", "op", "max", "abs", "max", "rel", "1-cos", "SQNR", "result"]
+
+
+def test_console_wide_has_every_column():
+    text = _console_text(_transformer_report(1), wide=True)
+    for header in ("mean abs", "NaN/Inf", "atol to pass", "rtol to pass", "producer"):
+        assert header in text
+    assert "/model/encoder/layers.0/self_attn/BatchNormalization_output_0" in text
+
+
+def test_console_suggests_tolerances_that_pass():
+    text = _console_text(_transformer_report(1))
+    atol = float(re.search(r"to pass every tensor: --atol (\S+) \(with rtol 1e-05\)", text).group(1))
+    rtol = float(re.search(r"or: --rtol (\S+) \(with atol 1e-05\)", text).group(1))
+    assert re.search(r"it passes with atol \S+ \(rtol 1e-05\), or with rtol \S+ \(atol 1e-05\)", text)
+    assert _transformer_report(1, Tolerances(atol=atol)).passed
+    assert _transformer_report(1, Tolerances(rtol=rtol)).passed
+    assert not _transformer_report(1, Tolerances(atol=atol * 0.99)).passed
+
+
+def test_cosine_close_to_one_is_not_shown_as_one():
+    from trtdebug.render import format_one_minus_cos
+
+    assert format_one_minus_cos(0.99999994) == "6.0e-08"
+    assert format_one_minus_cos(1.0) == "0" and format_one_minus_cos(None) == "-"
+
+
+def test_suggested_tolerance_text_rounds_up():
+    from trtdebug.render import format_tolerance
+
+    for x in (3.2004e-3, 9.9999e-5, 1e-3, 0.1 + 0.2, 123456.7):
+        assert float(format_tolerance(x)) >= x
+    assert format_tolerance(3.2004e-3) == "3.21e-03" and format_tolerance(1e-3) == "1.00e-03"
+
+
+def test_ellipsize_middle_keeps_both_ends():
+    from trtdebug.render import ellipsize_middle
+
+    name = "/model/encoder/layers.11/self_attn/Softmax_output_0"
+    cut = ellipsize_middle(name, 24)
+    assert len(cut) == 24 and cut.startswith("/model") and cut.endswith("Softmax_output_0")
+    assert ellipsize_middle("short", 24) == "short" and ellipsize_middle(name, 1) == "…"
