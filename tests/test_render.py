@@ -12,7 +12,7 @@ from trtdebug.compare import Report, Tolerances, compare_runs
 from trtdebug.compare.report import json_float
 from trtdebug.render import format_number, report_json, sparkline, write_html, write_json
 from trtdebug.render.console import print_report
-from trtdebug.render.html import render_html, svg_series
+from trtdebug.render.html import render_html, series_geometry
 from trtdebug.results import RunResult, TensorSet
 
 SCRIPT_NAME = "<script>alert(1)</script>"
@@ -76,7 +76,7 @@ def test_html_is_self_contained_and_escaped(report, tmp_path):
     assert "http" not in text and "<link" not in text and "@import" not in text
     assert SCRIPT_NAME not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert text.count("<script>") == 1  # ours, the table sorter
-    assert 'class="first-box"' in text and FIRST_FAILING in text
+    assert '<div class="box">' in text and FIRST_FAILING in text
     assert "<svg" in text and "<polyline" in text and "<rect" in text
     assert "model.onnx" in text
 
@@ -85,10 +85,11 @@ def test_html_without_comparisons():
     assert "Nothing was compared" in render_html(Report())
 
 
-def test_svg_series_handles_gaps_zeros_and_infinities():
-    svg = svg_series([0.0, None, 1e-3, float("inf"), float("nan")], names=["a", "b", "c", "d", "e"],
-                     failing=[False, False, True, True, False], marker=2, log=True, title="t")
-    assert svg.count("<circle") == 3 and svg.count("<polyline") == 2 and "first failing: c" in svg
+def test_series_handles_gaps_zeros_and_infinities():
+    g = series_geometry([0.0, None, 1e-3, float("inf"), float("nan")], names=["a", "b", "c", "d", "e"],
+                        failing=[False, False, True, True, False], marker=2, log=True)
+    assert len(g["points"]) == 3 and len(g["lines"]) == 2 and g["marker"]["name"] == "c"
+    assert [p["y"] for p in g["points"]][::2] == [g["bottom"], g["top"]]  # zero at the bottom, inf at the top
 
 
 def _console_text(report, **kwargs) -> str:
@@ -207,3 +208,65 @@ def test_ellipsize_middle_keeps_both_ends():
     cut = ellipsize_middle(name, 24)
     assert len(cut) == 24 and cut.startswith("/model") and cut.endswith("Softmax_output_0")
     assert ellipsize_middle("short", 24) == "short" and ellipsize_middle(name, 1) == "…"
+
+
+def _visible_text(page: str) -> str:
+    """What a reader sees: the page without scripts, styles and tags (tooltips count: they are read too)."""
+    page = re.sub(r"<(script|style)>.*?</\1>", " ", page, flags=re.S)
+    titles = " ".join(re.findall(r"<title>(.*?)</title>", page, flags=re.S))
+    return re.sub(r"<[^>]+>", " ", page) + " " + titles
+
+
+def _realistic_report():
+    report = _transformer_report(2)
+    report.meta.update({"iterations": 1, "mark_all": True, "seed": 1, "input_shapes": {"x": [2, 16, 64]},
+                        "runners": {"onnxrt": {"providers": ["CPUExecutionProvider"], "onnxruntime_version": "1.17"},
+                                    "trt": {"engine_path": None, "tf32": False, "num_layers": 12,
+                                            "profiles": [{"min": {"x": [1, 1, 64]}, "max": {"x": [8, 128, 64]}}],
+                                            "layers": [{"name": f"layer{i}", "precision": "FP32"} for i in range(20)]}}})
+    return report
+
+
+def test_html_shows_values_humanly():
+    page = render_html(_realistic_report())
+    visible = _visible_text(page)
+    for repr_text in ("True", "False", "None", "{'", "['", "&#39;"):
+        assert repr_text not in visible, repr_text
+    assert re.search(r"mark all\s*</th>\s*<td>yes", page)
+    assert "2x16x64" in visible  # the input shape
+    assert visible.count("CPUExecutionProvider") == 1
+    meta_table = page.split('<table class="meta">')[1].split("</table>\n")[0]
+    assert meta_table.count("<th>runners</th>") == 1
+
+
+def test_html_cosine_and_tolerances_to_pass():
+    report = _realistic_report()
+    page = render_html(report)
+    cosine = report.comparisons[0].first_failing.stats.cosine
+    assert 0.999 < cosine < 1 and format_number(cosine, 6) == "1"  # what the page used to show
+    assert f"cosine {format_number(cosine, 10)} (1-cos {1 - cosine:.1e})" in page
+    assert "Every tensor passes with" in page and "<code>--atol " in page
+    assert "atol to pass" in page and "rtol to pass" in page
+
+
+def test_html_per_op_table():
+    page = render_html(_realistic_report())
+    table = page.split('<table class="sortable per-op">')[1].split("</table>")[0]
+    rows = re.findall(r"<tr class=\"(\w+)\"><td data-v=\"([^\"]+)\">", table)
+    assert rows[0] == ("fail", "BatchNormalization")  # failing op types come first
+    assert [op for css, op in rows if css == "fail"] == ["BatchNormalization"]
+    assert re.search(r'data-v="2">2</td>\s*<td class="num" data-v="2">2</td>', table)  # 2 tensors, 2 failing
+    per_op = report_json_per_op(_realistic_report())
+    assert per_op[0]["op"] == "BatchNormalization" and per_op[0]["failed"] == per_op[0]["tensors"] == 2
+
+
+def report_json_per_op(report):
+    return json.loads(report_json(report))["comparisons"][0]["per_op"]
+
+
+def test_html_offline_and_escaped_everywhere(report):
+    page = render_html(report)
+    for attr_value in re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)""", page, re.I):
+        assert attr_value.startswith("#"), attr_value
+    assert "<script>alert" not in page and page.count("<script>") == 1
+    assert "[bold]layer[/bold]" in page
