@@ -150,3 +150,19 @@ def test_minimal_tolerances_are_tight_to_the_last_bit():
         r = metrics.min_rtol_to_pass(err, ref_abs, atol)
         assert np.all(ref_abs * r + atol >= err)
         assert r == 0 or np.any(ref_abs * np.nextafter(r, 0) + atol < err)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_streamed_values_equal_the_exact_search_over_every_element(monkeypatch, seed):
+    """The per-chunk shortcut (only elements near the largest estimate are searched) loses nothing."""
+    monkeypatch.setattr(metrics, "CHUNK", 997)
+    rng = np.random.default_rng(seed)
+    ref = rng.standard_normal(5000) * 10.0 ** rng.uniform(-3, 3, 5000)
+    ref[rng.integers(0, 5000, 50)] = 0.0
+    test = ref + rng.choice([0.0, 1e-4, 3e-3], 5000) * (1 + np.abs(ref))  # ties: many equal offsets
+    test[ref == 0] = 1e-7  # below atol: a zero reference must not block rtol
+    atol, rtol = 1e-6, 1e-5
+    s = compare_arrays(ref, test, atol=atol, rtol=rtol)
+    err, ref_abs = np.abs(test - ref), np.abs(ref)
+    assert s.atol_to_pass == metrics.min_atol_to_pass(err, ref_abs * rtol)
+    assert s.rtol_to_pass == metrics.min_rtol_to_pass(err, ref_abs, atol)

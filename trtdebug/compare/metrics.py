@@ -197,12 +197,15 @@ def _compare_exact(ref: np.ndarray, tst: np.ndarray, stats: TensorStats) -> Tens
 def min_atol_to_pass(err: np.ndarray, rtol_term: np.ndarray) -> float:
     """The smallest ``a >= 0`` with ``err <= rtol_term + a`` for every element, as float64 computes it.
 
-    ``rtol_term`` is ``|ref| * rtol``.  Only the largest ``err - rtol_term`` matters, and
-    rounding puts it at most a few floats from the answer: :func:`_smallest_passing` settles it.
+    ``rtol_term`` is ``|ref| * rtol``.  The answer is the largest ``err - rtol_term`` up to
+    the rounding of the sum (a float or two at the magnitude of ``err``):
+    :func:`_smallest_passing` settles it.
     """
     if not err.size:
         return 0.0
-    return _smallest_passing(lambda a: bool(np.all(rtol_term + a >= err)), max(float((err - rtol_term).max()), 0.0))
+    slack = 4 * float(np.spacing(max(float(err.max()), float(rtol_term.max()))))
+    return _smallest_passing(lambda a: bool((rtol_term + a >= err).all()),
+                             max(float((err - rtol_term).max()), 0.0), slack)
 
 
 def min_rtol_to_pass(err: np.ndarray, ref_abs: np.ndarray, atol: float) -> Optional[float]:
@@ -216,16 +219,21 @@ def min_rtol_to_pass(err: np.ndarray, ref_abs: np.ndarray, atol: float) -> Optio
         return 0.0
     if (ref_abs == 0).any():
         return None
-    need = _smallest_passing(lambda r: bool(np.all(ref_abs * r + atol >= err)), float(((err - atol) / ref_abs).max()))
+    guess = float(((err - atol) / ref_abs).max())
+    if not np.isfinite(guess):
+        return None
+    slack = 4 * (float(np.spacing(float(err.max()))) / float(ref_abs.min()) + float(np.spacing(guess)))
+    need = _smallest_passing(lambda r: bool((ref_abs * r + atol >= err).all()), guess, slack)
     return need if np.isfinite(need) else None
 
 
-def _smallest_passing(passes: Callable[[float], bool], guess: float) -> float:
-    """The smallest float ``>= 0`` for which the monotone ``passes`` holds, from a guess near it.
+def _smallest_passing(passes: Callable[[float], bool], guess: float, slack: float) -> float:
+    """The smallest float ``>= 0`` for which the monotone ``passes`` holds, near ``guess``.
 
-    Usually the guess or the float after it passes and the float before it fails: two or
-    three checks.  Otherwise (an error below the rounding of ``|ref| * rtol``) a bisection
-    over the float64 bit patterns, which for values >= 0 are ordered like the values.
+    The answer lies within ``slack`` below the guess, or a float or two above it (rounding).
+    A bisection over the float64 bit patterns between the two ends (for values >= 0 they
+    are ordered like the values) settles it in a few checks; a wrong ``slack`` costs only
+    a longer search from 0.
     """
     hi = guess
     for _ in range(4):
@@ -237,10 +245,13 @@ def _smallest_passing(passes: Callable[[float], bool], guess: float) -> float:
             hi = hi * 2.0 if hi > 0 else 5e-324  # inf passes any finite error
     if hi == 0 or not passes(float(np.nextafter(hi, 0))):
         return hi
-    if passes(0.0):
-        return 0.0
-    lo_bits, hi_bits = 0, int(np.float64(hi).view(np.int64))  # passes(lo) is False, passes(hi) True
-    while hi_bits - lo_bits > 1:
+    lo = max(hi - slack, 0.0)
+    if passes(lo):
+        if passes(0.0):
+            return 0.0
+        lo = 0.0
+    lo_bits, hi_bits = int(np.float64(lo).view(np.int64)), int(np.float64(hi).view(np.int64))
+    while hi_bits - lo_bits > 1:  # passes(lo) is False, passes(hi) True
         mid = (lo_bits + hi_bits) // 2
         if passes(float(np.int64(mid).view(np.float64))):
             hi_bits = mid
@@ -398,8 +409,9 @@ class _Measure:
         failing = np.greater(err, allowed, out=self.ws.get("mask", n, np.bool_))
         count = int(np.count_nonzero(failing))
         self.s.failing += count
+        err_max, r_lo, r_hi = float(err.max()), float(r.min()), float(r.max())
         if count and self.s.check_error_stat == "elemwise":
-            self._track_needed(err[failing], ref_abs[failing])
+            self._track_needed(err, ref_abs, err_max, r_lo, r_hi)
         self._track_worst(start, err, allowed, finite)
         if self.ref.size <= CHUNK:
             self.cache = (r, err, ref_abs)  # one chunk: its errors are the error buffer
@@ -407,8 +419,8 @@ class _Measure:
             self.buf[self.n:self.n + n] = err
         self.n += n
         self.sum_abs += float(err.sum())
-        self.max_abs = max(self.max_abs, float(err.max()))
-        self.ref_min, self.ref_max = min(self.ref_min, float(r.min())), max(self.ref_max, float(r.max()))
+        self.max_abs = max(self.max_abs, err_max)
+        self.ref_min, self.ref_max = min(self.ref_min, r_lo), max(self.ref_max, r_hi)
 
     def _equal_chunk(self, start: int, r: np.ndarray) -> bool:
         """Account for a chunk whose two sides are equal element for element; False if it holds NaN/Inf.
@@ -436,12 +448,38 @@ class _Measure:
         self.ref_min, self.ref_max = min(self.ref_min, lo), max(self.ref_max, hi)
         return True
 
-    def _track_needed(self, err: np.ndarray, ref_abs: np.ndarray) -> None:
-        """Raise the tolerances that would pass to cover these failing elements (passing ones never need more)."""
-        self.need_atol = max(self.need_atol, min_atol_to_pass(err, ref_abs * self.s.rtol))
-        if self.need_rtol is not None:
-            rtol = min_rtol_to_pass(err, ref_abs, self.s.atol)
-            self.need_rtol = None if rtol is None else max(self.need_rtol, rtol)
+    def _track_needed(self, err: np.ndarray, ref_abs: np.ndarray, err_max: float, r_lo: float, r_hi: float) -> None:
+        """Raise the tolerances that would pass to cover this chunk (of which some elements fail).
+
+        The smallest tolerance passing a set of elements is the largest of their own, so a
+        chunk's can be settled on its own.  Only elements whose estimate (``err - rtol*|ref|``,
+        ``(err - atol) / |ref|``) is within rounding of the chunk's largest can hold it: those
+        few go to the exact search.  A margin of 8 floats at the chunk's largest magnitude
+        bounds that rounding.  Work arrays come from the workspace: fresh temporaries cost
+        more in page faults than the arithmetic (see :class:`_Workspace`).
+        """
+        s, n = self.s, err.size
+        est = np.multiply(ref_abs, s.rtol, out=self.ws.get("need", n))
+        np.subtract(err, est, out=est)
+        margin = 8 * float(np.spacing(max(err_max, max(-r_lo, r_hi) * s.rtol)))
+        near = np.flatnonzero(np.greater_equal(est, float(est.max()) - margin, out=self.ws.get("near", n, np.bool_)))
+        e, a = err[near], ref_abs[near]
+        self.need_atol = max(self.need_atol, min_atol_to_pass(e, a * s.rtol))
+        if self.need_rtol is None:
+            return
+        if r_lo <= 0 <= r_hi and bool(np.any(err[ref_abs == 0] > s.atol)):
+            self.need_rtol = None  # a failing element with a reference of 0: no rtol passes it
+            return
+        np.subtract(err, s.atol, out=est)
+        np.divide(est, ref_abs, out=est)  # 0/0 (NaN) where an element with a zero reference passes anyway
+        guess = float(np.fmax.reduce(est))
+        # err - guess * |ref| >= atol - margin: within rounding of needing the guess (error units)
+        np.multiply(ref_abs, guess, out=est)
+        np.subtract(err, est, out=est)
+        near = np.flatnonzero(np.greater_equal(est, s.atol - 8 * float(np.spacing(err_max)),
+                                               out=self.ws.get("near", n, np.bool_)))
+        rtol = min_rtol_to_pass(err[near], ref_abs[near], s.atol) if np.isfinite(guess) else None
+        self.need_rtol = None if rtol is None else max(self.need_rtol, rtol)
 
     def _count_nonfinite(self, start: int, r: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Count NaN/Inf on each side and the non-finite mismatches; return the mask of finite pairs."""
