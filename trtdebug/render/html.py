@@ -116,7 +116,7 @@ def _human_scalar(v: Any) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        return format_number(v, 6)
+        return format_number(v, 6)  # ints stay exact
     return str(v)
 
 
