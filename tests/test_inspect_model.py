@@ -71,6 +71,55 @@ def test_unusual_types_custom_domains_and_unknown_dims():
     json.dumps(s.to_dict())
 
 
+def _constant_weight_model():
+    """A conv block the way torch.onnx.export often writes it: every weight in a Constant node."""
+    w = np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32)
+    sparse = helper.make_sparse_tensor(numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "v"),
+                                       numpy_helper.from_array(np.array([3, 40], np.int64), "i"), [8, 8])
+    nodes = [helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(w), name="/conv/Constant"),
+             helper.make_node("Constant", [], ["b"], value_floats=[0.1] * 8, name="/conv/Constant_1"),
+             helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="/conv/Conv"),
+             helper.make_node("Constant", [], ["shape"], value_ints=[1, -1], name="/Constant_2"),
+             helper.make_node("Reshape", ["c", "shape"], ["flat"], name="/Reshape"),
+             helper.make_node("Constant", [], ["scale"], value_float=0.5, name="/Constant_3"),
+             helper.make_node("Mul", ["flat", "scale"], ["y"], name="/Mul"),
+             helper.make_node("Constant", [], ["mask"], sparse_value=sparse, name="/Constant_4"),
+             helper.make_node("Identity", ["mask"], ["mask_out"], name="/Identity")]
+    graph = helper.make_graph(nodes, "torch_jit", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 512]),
+                               helper.make_tensor_value_info("mask_out", TensorProto.FLOAT, [8, 8])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_weights_in_constant_nodes_are_counted():
+    s = summarize_model(_constant_weight_model())
+    assert s.num_initializers == 0 and s.num_constant_nodes == 5
+    # conv weight 216 + bias 8 + shape 2 + scale 1 + sparse 64 (dense size; 2 stored values)
+    assert s.constant_parameters == s.num_parameters == 216 + 8 + 2 + 1 + 64
+    assert s.constant_weight_bytes == s.weight_bytes == 4 * 216 + 4 * 8 + 8 * 2 + 4 + 4 * 2
+    from rich.console import Console
+
+    console = Console(record=True, width=160)
+    render_model_summary(s, console)
+    assert "291 parameters (924 B of weights, 100% in 5 Constant nodes)" in console.export_text()
+    assert s.to_dict()["constant_weight_bytes"] == 924
+
+
+def test_share_of_weights_in_constants():
+    model = _constant_weight_model()
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros(2 * 924 // 4, np.float32), "unused"))
+    s = summarize_model(model)
+    assert s.weight_bytes == 3 * 924 and s.constant_weight_bytes == 924
+    from rich.console import Console
+
+    console = Console(record=True, width=160)
+    render_model_summary(s, console)
+    assert "33% in 5 Constant nodes" in console.export_text()
+    plain = Console(record=True, width=160)
+    render_model_summary(summarize_model(zoo.conv_net()), plain)
+    assert "Constant node" not in plain.export_text()
+
+
 def test_render_to_a_console():
     from rich.console import Console
 

@@ -259,16 +259,16 @@ def compare(
 
 def load_report(path: PathLike):
     """A JSON report written by ``run``/``compare`` (``--report``), as the same Report objects."""
-    from trtdebug.comparison.report import load_report as _load
+    from trtdebug.render.json import load_report as _load
 
     return _load(path)
 
 
 def render_report(report_or_path, *, html: Optional[PathLike] = None, json_path: Optional[PathLike] = None):
     """Write a (saved or in-memory) report again, e.g. the HTML page of a report made in CI."""
-    report = load_report(report_or_path) if _is_path(report_or_path) else report_or_path
     inputs = [report_or_path] if _is_path(report_or_path) else []
     _check_artifact_paths({"--html": html, "--json": json_path}, inputs)
+    report = load_report(report_or_path) if _is_path(report_or_path) else report_or_path
     outcome = Outcome(report=report)
     _write_reports(outcome, json_path, html)
     return outcome

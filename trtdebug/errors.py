@@ -12,6 +12,7 @@ cause (a TensorRT or ONNX Runtime exception) stays chained with ``raise ... from
      |    +-- FeedError                          unknown input name, wrong shape or dtype, missing input
      |    +-- OutputsFormatError                 a saved-outputs directory or JSON file we cannot read
      |    +-- InputsDifferError                  two saved runs to compare were made on different inputs
+     |    +-- ReportFormatError                  a file that is not a (readable) trtdebug JSON report
      +-- BackendError                   (exit 3) a backend could not load, build or run the model
           +-- BackendUnavailableError            tensorrt / onnxruntime / cuda-python / a GPU is missing
           +-- ParseError                         the TensorRT ONNX parser rejected the model
@@ -67,6 +68,10 @@ class OutputsFormatError(InputError):
 
 class InputsDifferError(InputError):
     """Two runs to compare did not see the same inputs, so their differences mean nothing."""
+
+
+class ReportFormatError(InputError):
+    """A JSON report to load is malformed, of another format, or of a newer version."""
 
 
 class BackendError(TrtDebugError):

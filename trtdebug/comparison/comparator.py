@@ -5,7 +5,8 @@ be memory-mapped files); a few worker threads measure several at once, so compar
 model with thousands of tensors holds a handful of tensor pairs in memory, never all of
 them, and keeps only statistics.  With several iterations a tensor keeps
 the statistics of its worst iteration: a failure beats a pass, then the larger
-``error_ratio`` (how far over tolerance), then the larger maximum absolute error.
+``error_ratio`` (how far over tolerance), then the larger maximum absolute error; its
+``atol_to_pass`` / ``rtol_to_pass`` are those that pass every iteration.
 """
 from __future__ import annotations
 
@@ -110,15 +111,30 @@ def _worst_iteration(name: str, ref_sets: List[TensorSet], test_sets: List[Tenso
     """The iteration with the most severe statistics among those where both sides have ``name``."""
     atol, rtol = tolerances.for_tensor(name)
     worst: Optional[Tuple[int, TensorStats]] = None
+    failed: List[TensorStats] = []
     for i, (ref, tst) in enumerate(zip(ref_sets, test_sets)):
         if name not in ref or name not in tst:
             continue
         stats = compare_arrays(ref[name], tst[name], atol=atol, rtol=rtol,
                                check_error_stat=tolerances.check_error_stat, error_quantile=tolerances.error_quantile)
+        if not stats.passed:
+            failed.append(stats)
         if worst is None or _severity(stats) > _severity(worst[1]):
             worst = (i, stats)
     assert worst is not None, name  # callers pass names common to some iteration
+    for key in ("atol", "rtol"):
+        _needed_over_iterations(worst[1], failed, key)
     return worst
+
+
+def _needed_over_iterations(worst: TensorStats, failed: List[TensorStats], key: str) -> None:
+    """Give ``worst`` the ``{key}_to_pass`` that passes every failing iteration (passing ones need no more)."""
+    blocked = next((s for s in failed if getattr(s, f"{key}_to_pass") is None), None)
+    if blocked is not None:
+        setattr(worst, f"{key}_to_pass", None)
+        setattr(worst, f"{key}_to_pass_reason", getattr(blocked, f"{key}_to_pass_reason"))
+    elif failed:
+        setattr(worst, f"{key}_to_pass", max(getattr(s, f"{key}_to_pass") for s in failed))
 
 
 def _severity(stats: TensorStats) -> Tuple[bool, float, float]:

@@ -18,6 +18,17 @@ is equal.  Any other non-finite element (NaN or Inf on one side only, or opposit
 infinities) fails, in every mode: a statistic must not average a NaN away.  All other
 statistics are taken over the pairs where both sides are finite.
 
+Tolerance that would pass
+-------------------------
+A failing tensor also gets the smallest ``atol`` that passes it at its ``rtol``
+(``atol_to_pass``) and the smallest ``rtol`` that passes it at its ``atol``
+(``rtol_to_pass``), exactly as the rule above computes in float64: re-comparing with
+the value passes, and any smaller value fails.  Only failing elements can need more
+than the given tolerance, so these cost nothing for tensors that pass (a few vectorized
+checks over the failing elements for those that fail).  ``None`` with a
+``*_reason`` when no value works: a NaN/Inf mismatch fails at any tolerance, and no
+``rtol`` passes a failing element (or statistic) whose reference is 0.
+
 The relative error is ``|test - ref| / |ref|``; elements whose reference is exactly 0 are
 left out of the relative statistics, because the ratio is undefined there (the ``atol``
 term of the pass rule covers them).  Integers and booleans are compared as float64 (a bool
@@ -39,7 +50,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -116,6 +127,10 @@ class TensorStats:
     failing: int = 0  # elements failing the element rule (whatever check_error_stat is)
     error_ratio: float = 0.0
     passed: bool = True
+    atol_to_pass: Optional[float] = None  # failing tensors only (module docstring)
+    rtol_to_pass: Optional[float] = None
+    atol_to_pass_reason: Optional[str] = None  # why atol_to_pass is None for a failing tensor
+    rtol_to_pass_reason: Optional[str] = None
     worst: Optional[WorstElement] = None
     value_hist: Optional[Histogram] = None
     error_hist: Optional[Histogram] = None
@@ -141,6 +156,7 @@ def compare_arrays(reference, test, *, atol: float = DEFAULT_ATOL, rtol: float =
         if _squeezed(ref.shape) != _squeezed(tst.shape):
             stats.notes.append(f"shape mismatch: reference {ref.shape}, test {tst.shape}")
             stats.passed, stats.error_ratio = False, float("inf")
+            stats.atol_to_pass_reason = stats.rtol_to_pass_reason = "the shapes differ"
             return stats
         stats.notes.append(f"shapes differ only in size-1 dimensions (reference {ref.shape}, test {tst.shape})")
         tst = tst.reshape(ref.shape)
@@ -173,7 +189,75 @@ def _compare_exact(ref: np.ndarray, tst: np.ndarray, stats: TensorStats) -> Tens
     stats.failing = int(np.count_nonzero(ref != tst))
     stats.passed = stats.failing == 0
     stats.error_ratio = 0.0 if stats.passed else float("inf")
+    if not stats.passed:
+        stats.atol_to_pass_reason = stats.rtol_to_pass_reason = f"{stats.ref_dtype} tensors must be equal"
     return stats
+
+
+def min_atol_to_pass(err: np.ndarray, rtol_term: np.ndarray) -> float:
+    """The smallest ``a >= 0`` with ``err <= rtol_term + a`` for every element, as float64 computes it.
+
+    ``rtol_term`` is ``|ref| * rtol``.  The answer is the largest ``err - rtol_term`` up to
+    the rounding of the sum (a float or two at the magnitude of ``err``):
+    :func:`_smallest_passing` settles it.
+    """
+    if not err.size:
+        return 0.0
+    slack = 4 * float(np.spacing(max(float(err.max()), float(rtol_term.max()))))
+    return _smallest_passing(lambda a: bool((rtol_term + a >= err).all()),
+                             max(float((err - rtol_term).max()), 0.0), slack)
+
+
+def min_rtol_to_pass(err: np.ndarray, ref_abs: np.ndarray, atol: float) -> Optional[float]:
+    """The smallest ``r >= 0`` with ``err <= ref_abs * r + atol`` for every element; None if none exists.
+
+    None when an element over ``atol`` has a reference of 0 (or so small that ``r`` overflows).
+    """
+    over = err > atol
+    err, ref_abs = err[over], ref_abs[over]
+    if not err.size:
+        return 0.0
+    if (ref_abs == 0).any():
+        return None
+    guess = float(((err - atol) / ref_abs).max())
+    if not np.isfinite(guess):
+        return None
+    slack = 4 * (float(np.spacing(float(err.max()))) / float(ref_abs.min()) + float(np.spacing(guess)))
+    need = _smallest_passing(lambda r: bool((ref_abs * r + atol >= err).all()), guess, slack)
+    return need if np.isfinite(need) else None
+
+
+def _smallest_passing(passes: Callable[[float], bool], guess: float, slack: float) -> float:
+    """The smallest float ``>= 0`` for which the monotone ``passes`` holds, near ``guess``.
+
+    The answer lies within ``slack`` below the guess, or a float or two above it (rounding).
+    A bisection over the float64 bit patterns between the two ends (for values >= 0 they
+    are ordered like the values) settles it in a few checks; a wrong ``slack`` costs only
+    a longer search from 0.
+    """
+    hi = guess
+    for _ in range(4):
+        if passes(hi):
+            break
+        hi = float(np.nextafter(hi, np.inf))
+    else:
+        while not passes(hi):
+            hi = hi * 2.0 if hi > 0 else 5e-324  # inf passes any finite error
+    if hi == 0 or not passes(float(np.nextafter(hi, 0))):
+        return hi
+    lo = max(hi - slack, 0.0)
+    if passes(lo):
+        if passes(0.0):
+            return 0.0
+        lo = 0.0
+    lo_bits, hi_bits = int(np.float64(lo).view(np.int64)), int(np.float64(hi).view(np.int64))
+    while hi_bits - lo_bits > 1:  # passes(lo) is False, passes(hi) True
+        mid = (lo_bits + hi_bits) // 2
+        if passes(float(np.int64(mid).view(np.float64))):
+            hi_bits = mid
+        else:
+            lo_bits = mid
+    return float(np.int64(hi_bits).view(np.float64))
 
 
 class _Workspace(threading.local):
@@ -230,6 +314,9 @@ class _Measure:
         self.cache: Optional[Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]] = None
         self.worst: Optional[Tuple[float, float, int]] = None  # (ratio, error, flat index): largest wins
         self.tolerant = stats.atol >= 0 and stats.rtol >= 0  # then an error of 0 always passes
+        # smallest tolerances that pass the failing elements seen so far; rtol None: no rtol can
+        self.need_atol: float = 0.0
+        self.need_rtol: Optional[float] = 0.0
 
     def run(self) -> None:
         for start in range(0, self.ref.size, CHUNK):
@@ -319,7 +406,12 @@ class _Measure:
         ref_abs = np.abs(r, out=self.ws.get("ref_abs", n))
         allowed = np.multiply(ref_abs, self.s.rtol, out=self.ws.get("work", n))
         allowed += self.s.atol
-        self.s.failing += int(np.count_nonzero(np.greater(err, allowed, out=self.ws.get("mask", n, np.bool_))))
+        failing = np.greater(err, allowed, out=self.ws.get("mask", n, np.bool_))
+        count = int(np.count_nonzero(failing))
+        self.s.failing += count
+        err_max, r_lo, r_hi = float(err.max()), float(r.min()), float(r.max())
+        if count and self.s.check_error_stat == "elemwise":
+            self._track_needed(err, ref_abs, err_max, r_lo, r_hi)
         self._track_worst(start, err, allowed, finite)
         if self.ref.size <= CHUNK:
             self.cache = (r, err, ref_abs)  # one chunk: its errors are the error buffer
@@ -327,8 +419,8 @@ class _Measure:
             self.buf[self.n:self.n + n] = err
         self.n += n
         self.sum_abs += float(err.sum())
-        self.max_abs = max(self.max_abs, float(err.max()))
-        self.ref_min, self.ref_max = min(self.ref_min, float(r.min())), max(self.ref_max, float(r.max()))
+        self.max_abs = max(self.max_abs, err_max)
+        self.ref_min, self.ref_max = min(self.ref_min, r_lo), max(self.ref_max, r_hi)
 
     def _equal_chunk(self, start: int, r: np.ndarray) -> bool:
         """Account for a chunk whose two sides are equal element for element; False if it holds NaN/Inf.
@@ -355,6 +447,39 @@ class _Measure:
         self.n += n
         self.ref_min, self.ref_max = min(self.ref_min, lo), max(self.ref_max, hi)
         return True
+
+    def _track_needed(self, err: np.ndarray, ref_abs: np.ndarray, err_max: float, r_lo: float, r_hi: float) -> None:
+        """Raise the tolerances that would pass to cover this chunk (of which some elements fail).
+
+        The smallest tolerance passing a set of elements is the largest of their own, so a
+        chunk's can be settled on its own.  Only elements whose estimate (``err - rtol*|ref|``,
+        ``(err - atol) / |ref|``) is within rounding of the chunk's largest can hold it: those
+        few go to the exact search.  A margin of 8 floats at the chunk's largest magnitude
+        bounds that rounding.  Work arrays come from the workspace: fresh temporaries cost
+        more in page faults than the arithmetic (see :class:`_Workspace`).
+        """
+        s, n = self.s, err.size
+        est = np.multiply(ref_abs, s.rtol, out=self.ws.get("need", n))
+        np.subtract(err, est, out=est)
+        margin = 8 * float(np.spacing(max(err_max, max(-r_lo, r_hi) * s.rtol)))
+        near = np.flatnonzero(np.greater_equal(est, float(est.max()) - margin, out=self.ws.get("near", n, np.bool_)))
+        e, a = err[near], ref_abs[near]
+        self.need_atol = max(self.need_atol, min_atol_to_pass(e, a * s.rtol))
+        if self.need_rtol is None:
+            return
+        if r_lo <= 0 <= r_hi and bool(np.any(err[ref_abs == 0] > s.atol)):
+            self.need_rtol = None  # a failing element with a reference of 0: no rtol passes it
+            return
+        np.subtract(err, s.atol, out=est)
+        np.divide(est, ref_abs, out=est)  # 0/0 (NaN) where an element with a zero reference passes anyway
+        guess = float(np.fmax.reduce(est))
+        # err - guess * |ref| >= atol - margin: within rounding of needing the guess (error units)
+        np.multiply(ref_abs, guess, out=est)
+        np.subtract(err, est, out=est)
+        near = np.flatnonzero(np.greater_equal(est, s.atol - 8 * float(np.spacing(err_max)),
+                                               out=self.ws.get("near", n, np.bool_)))
+        rtol = min_rtol_to_pass(err[near], ref_abs[near], s.atol) if np.isfinite(guess) else None
+        self.need_rtol = None if rtol is None else max(self.need_rtol, rtol)
 
     def _count_nonfinite(self, start: int, r: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Count NaN/Inf on each side and the non-finite mismatches; return the mask of finite pairs."""
@@ -437,15 +562,41 @@ class _Measure:
         if s.check_error_stat == "elemwise" or checked_quantile is None:
             s.passed = s.failing == 0
             s.error_ratio = self.worst[0] if self.worst is not None else 0.0
+            self._set_needed(self.need_atol, self.need_rtol, "element")
             return
         error = {"max": s.max_abs, "mean": s.mean_abs, "median": s.median_abs, "quantile": checked_quantile}[s.check_error_stat]
         if error == 0 and self.tolerant:  # passes whatever S(|ref|) is; the ratio is 0
             s.passed = s.nonfinite_mismatch == 0
             s.error_ratio = float("inf") if s.nonfinite_mismatch else 0.0
+            self._set_needed(0.0, 0.0, "statistic")
             return
         ref = self._ref_abs_stat(s.check_error_stat)
         s.passed = s.nonfinite_mismatch == 0 and error <= s.atol + s.rtol * ref
         s.error_ratio = float("inf") if s.nonfinite_mismatch else tolerance_ratio(error, ref, s.atol, s.rtol)
+        if not s.passed and not s.nonfinite_mismatch:
+            err, ref_stat = np.array([error]), np.array([ref])
+            self._set_needed(min_atol_to_pass(err, ref_stat * s.rtol), min_rtol_to_pass(err, ref_stat, s.atol), "statistic")
+        else:
+            self._set_needed(0.0, 0.0, "statistic")
+
+    def _set_needed(self, atol: float, rtol: Optional[float], what: str) -> None:
+        """Record the tolerances that would pass a failing tensor, or why none would."""
+        s = self.s
+        if s.passed:
+            return
+        if s.nonfinite_mismatch:
+            s.atol_to_pass_reason = s.rtol_to_pass_reason = (
+                f"{s.nonfinite_mismatch} NaN/Inf element(s) differ between the runners; no tolerance passes them")
+            return
+        if np.isfinite(atol):
+            s.atol_to_pass = atol
+        else:
+            s.atol_to_pass_reason = "the error overflows float64"
+        if rtol is not None:
+            s.rtol_to_pass = rtol
+        else:
+            s.rtol_to_pass_reason = (f"a failing {what} has a reference of 0 (or too small): "
+                                     f"no rtol passes it, only atol")
 
     def _set_worst(self) -> None:
         ratio, _, flat = self.worst

@@ -8,18 +8,24 @@ JSON (``Report.to_dict``) is strict JSON: non-finite floats are written as the s
 ``"inf"``, ``"-inf"`` and ``"nan"`` (an SQNR of ``"inf"`` means identical tensors), and
 ``null`` means "not defined" (e.g. no relative error because every reference value is 0,
 or no statistics because the shapes differ).  Every other number is a plain JSON number.
+
+``Report.from_dict`` reads that JSON back into the same objects (``to_dict`` of the result
+equals the original's), so a saved report can be rendered again; values derived from the
+tensors (``passed``, ``summary``, ``per_op``, ``tolerances_to_pass``) are recomputed,
+not read.  Malformed data raises :class:`~trtdebug.errors.ReportFormatError`.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-import numpy as np
-
+from trtdebug.comparison.jsonable import field_of, from_jsonable, json_float, require_mapping, to_jsonable, typed
 from trtdebug.comparison.metrics import TensorStats
 from trtdebug.comparison.tolerances import Tolerances
+from trtdebug.errors import ReportFormatError
+
+__all__ = ["REPORT_FORMAT", "REPORT_VERSION", "Comparison", "Report", "TensorComparison", "json_float", "to_jsonable"]
 
 REPORT_FORMAT = "trtdebug-report"
 REPORT_VERSION = 1
@@ -47,6 +53,17 @@ class TensorComparison:
         out.update(to_jsonable(self.stats))
         out["failing_fraction"] = json_float(self.stats.failing_fraction)
         return out
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "TensorComparison":
+        """The inverse of :meth:`to_dict` (the statistics sit beside the tensor's facts)."""
+        require_mapping(data, "tensor")
+        where = f"tensor {data.get('name')!r}"
+        return cls(name=typed(str, field_of(data, "name", "tensor"), "tensor name"), stats=from_jsonable(TensorStats, data, where),
+                   producer=typed(Optional[str], data.get("producer"), where), producer_op=typed(Optional[str], data.get("producer_op"), where),
+                   topo_index=typed(Optional[int], data.get("topo_index"), where),
+                   is_graph_output=typed(Optional[bool], data.get("is_graph_output"), where),
+                   iteration=typed(int, data.get("iteration", 0), where))
 
 
 @dataclass
@@ -99,9 +116,71 @@ class Comparison:
             "first_failing_producer": first.producer if first else None,
             "first_failing_producer_op": first.producer_op if first else None,
             "iterations": self.iterations, "tolerances": to_jsonable(self.tolerances), "summary": self.summary(),
+            "tolerances_to_pass": to_jsonable(self.tolerances_to_pass()), "per_op": to_jsonable(self.per_op()),
             "only_in_reference": list(self.only_in_reference), "only_in_test": list(self.only_in_test),
             "warnings": list(self.warnings), "tensors": [t.to_dict() for t in self.tensors],
         }
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "Comparison":
+        """The inverse of :meth:`to_dict`; derived keys (``passed``, ``summary``, ...) are recomputed."""
+        require_mapping(data, "comparison")
+        tensors = typed(list, data.get("tensors", []), "comparison tensors")
+        return cls(reference=typed(str, field_of(data, "reference", "comparison"), "comparison reference"),
+                   test=typed(str, field_of(data, "test", "comparison"), "comparison test"),
+                   tolerances=Tolerances.from_dict(field_of(data, "tolerances", "comparison")),
+                   tensors=[TensorComparison.from_dict(t) for t in tensors],
+                   iterations=typed(int, data.get("iterations", 0), "comparison iterations"),
+                   only_in_reference=typed(List[str], data.get("only_in_reference", []), "only_in_reference"),
+                   only_in_test=typed(List[str], data.get("only_in_test", []), "only_in_test"),
+                   warnings=typed(List[str], data.get("warnings", []), "warnings"))
+
+    def per_op(self) -> List[Dict[str, Any]]:
+        """One row per producing op type: tensors, failures, and the worst statistics among them.
+
+        Ordered by failures, then tensor count: "every BatchNormalization fails" is the first
+        row.  Tensors without a known producer are grouped as ``(graph input)`` (the topology
+        knows them) or ``(unknown)``.
+        """
+        rows: Dict[str, Dict[str, Any]] = {}
+        for t in self.tensors:
+            op = t.producer_op or ("(graph input)" if t.topo_index is not None else "(unknown)")
+            row = rows.setdefault(op, {"op": op, "tensors": 0, "failed": 0, "worst_max_abs": None,
+                                       "worst_max_rel": None, "worst_sqnr_db": None})
+            row["tensors"] += 1
+            row["failed"] += not t.passed
+            s = t.stats
+            row["worst_max_abs"] = _extreme(max, row["worst_max_abs"], s.max_abs)
+            row["worst_max_rel"] = _extreme(max, row["worst_max_rel"], s.max_rel)
+            row["worst_sqnr_db"] = _extreme(min, row["worst_sqnr_db"], s.sqnr_db)
+        return sorted(rows.values(), key=lambda r: (-r["failed"], -r["tensors"], r["op"]))
+
+    def tolerances_to_pass(self) -> Dict[str, Any]:
+        """Tolerances under which every tensor passes: raise ``atol`` alone, or ``rtol`` alone.
+
+        For each of ``atol`` / ``rtol``: the global value (the current one where no tensor
+        it governs fails), the values for tensors that have their own override, and
+        ``None`` with a reason when some failing tensor passes under no value.  Passing
+        tensors never need more than the current value, so only failing ones count.
+        """
+        out: Dict[str, Any] = {}
+        for key in ("atol", "rtol"):
+            overrides = getattr(self.tolerances, f"per_tensor_{key}")
+            value: Optional[float] = getattr(self.tolerances, key)
+            reason: Optional[str] = None
+            per_tensor: Dict[str, float] = {}
+            for t in self.failed:
+                need = getattr(t.stats, f"{key}_to_pass")
+                if need is None:
+                    reason = reason or f"{t.name}: {getattr(t.stats, f'{key}_to_pass_reason')}"
+                elif t.name in overrides:
+                    per_tensor[t.name] = need
+                else:
+                    value = max(value, need)
+            out[key] = None if reason else value
+            out[f"{key}_reason"] = reason
+            out[f"{key}_per_tensor"] = per_tensor
+        return out
 
 
 @dataclass
@@ -134,35 +213,29 @@ class Report:
                 "passed": self.passed, "runners": self.runners, "meta": to_jsonable(self.meta),
                 "comparisons": [c.to_dict() for c in self.comparisons]}
 
+    @classmethod
+    def from_dict(cls, data: Any) -> "Report":
+        """A report from :meth:`to_dict` output; raises ReportFormatError for anything else.
 
-def json_float(x: Optional[float]) -> Any:
-    """A float for strict JSON: non-finite values become "inf" / "-inf" / "nan"; None stays None."""
-    if x is None:
-        return None
-    x = float(x)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return x
+        Reports of a newer format version are refused rather than half read.
+        """
+        if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ReportFormatError(f"not a trtdebug report (format {found!r}, expected {REPORT_FORMAT!r})")
+        version = data.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ReportFormatError(f"trtdebug report with an invalid version {version!r}")
+        if version > REPORT_VERSION:
+            raise ReportFormatError(f"report version {version} was written by a newer trtdebug "
+                                    f"(this one reads up to version {REPORT_VERSION}); upgrade trtdebug")
+        meta = data.get("meta", {})
+        require_mapping(meta, "report meta")
+        comparisons = typed(list, data.get("comparisons", []), "report comparisons")
+        return cls(comparisons=[Comparison.from_dict(c) for c in comparisons], meta=dict(meta))
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, tuples, numpy scalars and arrays as plain JSON values (floats via :func:`json_float`)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return json_float(obj)
-    if obj is None or isinstance(obj, str):
-        return obj
-    return str(obj)
+def _extreme(pick, current: Optional[float], value: Optional[float]) -> Optional[float]:
+    """``pick(current, value)`` where both are defined; NaN and None never win."""
+    if value is None or math.isnan(value):
+        return current
+    return value if current is None else pick(current, value)

@@ -11,8 +11,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from trtdebug.comparison.jsonable import from_jsonable
 from trtdebug.comparison.metrics import CHECK_ERROR_STATS, DEFAULT_ATOL, DEFAULT_ERROR_QUANTILE, DEFAULT_RTOL
-from trtdebug.errors import UsageError
+from trtdebug.errors import ReportFormatError, UsageError
 
 
 @dataclass
@@ -51,6 +52,14 @@ class Tolerances:
                    rtol=DEFAULT_RTOL if global_rtol is None else global_rtol,
                    per_tensor_atol=per_atol, per_tensor_rtol=per_rtol,
                    check_error_stat=check_error_stat, error_quantile=error_quantile)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Tolerances":
+        """The inverse of :meth:`to_dict` (as saved in a report); bad data raises ReportFormatError."""
+        try:
+            return from_jsonable(cls, data, "tolerances")
+        except UsageError as exc:
+            raise ReportFormatError(f"tolerances: {exc}") from exc
 
     def to_dict(self) -> Dict[str, Any]:
         return {"atol": self.atol, "rtol": self.rtol, "per_tensor_atol": dict(self.per_tensor_atol),

@@ -44,9 +44,13 @@ class ModelSummary:
     outputs: List[TensorSummary]
     num_nodes: int
     num_initializers: int
-    num_parameters: int  # elements in all initializers (dense and sparse)
-    weight_bytes: int
+    num_parameters: int  # elements in all initializers (dense and sparse) and Constant nodes
+    weight_bytes: int  # the same, in bytes
     op_histogram: Dict[str, int]
+    # the share of the above held in Constant nodes: PyTorch exports often put every weight there
+    constant_parameters: int = 0
+    constant_weight_bytes: int = 0
+    num_constant_nodes: int = 0
     num_functions: int = 0
     file_size: Optional[int] = None
     notes: List[str] = field(default_factory=list)
@@ -78,7 +82,9 @@ class ModelSummary:
             "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
             "dynamic_dims": self.dynamic_dims, "num_nodes": self.num_nodes,
             "num_initializers": self.num_initializers, "num_parameters": self.num_parameters,
-            "weight_bytes": self.weight_bytes, "op_histogram": dict(self.op_histogram),
+            "weight_bytes": self.weight_bytes, "constant_parameters": self.constant_parameters,
+            "constant_weight_bytes": self.constant_weight_bytes, "num_constant_nodes": self.num_constant_nodes,
+            "op_histogram": dict(self.op_histogram),
             "num_functions": self.num_functions, "file_size": self.file_size, "notes": list(self.notes),
         }
 
@@ -133,6 +139,45 @@ def _itemsize(elem_type: int) -> int:
         return 0
 
 
+def _tensor_size(t) -> Tuple[int, int]:
+    """``(elements, bytes)`` of a TensorProto from its dims (external data is not read)."""
+    n = _elements(t.dims)
+    return n, n * _itemsize(t.data_type)
+
+
+def _sparse_size(st) -> Tuple[int, int]:
+    """``(elements, bytes)`` of a SparseTensorProto: its dense element count, the bytes of its stored values."""
+    return _elements(st.dims), _tensor_size(st.values)[1]
+
+
+def _constant_size(attr) -> Tuple[int, int]:
+    """``(elements, bytes)`` held by one attribute of a Constant node (any of its eight value forms)."""
+    if attr.name == "value":
+        return _tensor_size(attr.t)
+    if attr.name == "sparse_value":
+        return _sparse_size(attr.sparse_tensor)
+    if attr.name == "value_float":
+        return 1, 4
+    if attr.name == "value_int":
+        return 1, 8
+    if attr.name == "value_floats":
+        return len(attr.floats), 4 * len(attr.floats)
+    if attr.name == "value_ints":
+        return len(attr.ints), 8 * len(attr.ints)
+    if attr.name == "value_string":
+        return 1, len(attr.s)
+    if attr.name == "value_strings":
+        return len(attr.strings), sum(len(x) for x in attr.strings)
+    return 0, 0
+
+
+def _constant_weights(graph) -> Tuple[int, int, int]:
+    """``(nodes, elements, bytes)`` of the main graph's Constant nodes."""
+    nodes = [n for n in graph.node if n.op_type == "Constant" and n.domain in ("", "ai.onnx")]
+    sizes = [_constant_size(a) for n in nodes for a in n.attribute]
+    return len(nodes), sum(e for e, _ in sizes), sum(b for _, b in sizes)
+
+
 def summarize_model(model, *, path: Optional[os.PathLike] = None) -> ModelSummary:
     """A :class:`ModelSummary` of an in-memory ``onnx.ModelProto`` (best after shape inference)."""
     from trtdebug.model.graph import ModelGraph
@@ -142,15 +187,10 @@ def summarize_model(model, *, path: Optional[os.PathLike] = None) -> ModelSummar
     init_names = graph.initializer_names
     inputs = [_value_info_summary(vi) for vi in g.input if vi.name not in init_names]
     outputs = [_value_info_summary(vi) for vi in g.output]
-    params = 0
-    weight_bytes = 0
-    for t in g.initializer:
-        n = _elements(t.dims)
-        params += n
-        weight_bytes += n * _itemsize(t.data_type)
-    for st in g.sparse_initializer:
-        params += _elements(st.dims)
-        weight_bytes += _elements(st.values.dims) * _itemsize(st.values.data_type)
+    sizes = [_tensor_size(t) for t in g.initializer] + [_sparse_size(st) for st in g.sparse_initializer]
+    num_constants, constant_params, constant_bytes = _constant_weights(g)
+    params = sum(e for e, _ in sizes) + constant_params
+    weight_bytes = sum(b for _, b in sizes) + constant_bytes
     opsets = {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}
     producer = " ".join(x for x in (model.producer_name, model.producer_version) if x)
     notes = []
@@ -162,6 +202,7 @@ def summarize_model(model, *, path: Optional[os.PathLike] = None) -> ModelSummar
         producer=producer, opset=graph.opset, opsets=opsets, inputs=inputs, outputs=outputs,
         num_nodes=len(g.node), num_initializers=len(g.initializer) + len(g.sparse_initializer),
         num_parameters=params, weight_bytes=weight_bytes, op_histogram=graph.op_histogram(),
+        constant_parameters=constant_params, constant_weight_bytes=constant_bytes, num_constant_nodes=num_constants,
         num_functions=len(model.functions), file_size=size, notes=notes,
     )
 
@@ -186,6 +227,14 @@ def _human_bytes(n: Optional[int]) -> str:
     return f"{n} B"
 
 
+def _constant_share(summary: ModelSummary) -> str:
+    """``, 97% in 12 Constant nodes``: where the weights are when they are not initializers."""
+    if not summary.constant_parameters:
+        return ""
+    share = summary.constant_weight_bytes / summary.weight_bytes if summary.weight_bytes else 1.0
+    return f", {share:.0%} in {summary.num_constant_nodes} Constant node{'s' if summary.num_constant_nodes != 1 else ''}"
+
+
 def render_model_summary(summary: ModelSummary, console=None) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -199,7 +248,8 @@ def render_model_summary(summary: ModelSummary, console=None) -> None:
     line = f"  graph {summary.graph_name!r} | IR {summary.ir_version} | opset {opsets}"
     console.print(line + (f" | producer {summary.producer}" if summary.producer else ""), markup=False)
     console.print(f"  {summary.num_nodes} nodes, {summary.num_initializers} initializers, "
-                  f"{summary.num_parameters:,} parameters ({_human_bytes(summary.weight_bytes)} of weights)"
+                  f"{summary.num_parameters:,} parameters ({_human_bytes(summary.weight_bytes)} of weights"
+                  + _constant_share(summary) + ")"
                   + (f", {summary.num_functions} local functions" if summary.num_functions else "")
                   + (f", file {_human_bytes(summary.file_size)}" if summary.file_size is not None else ""))
 

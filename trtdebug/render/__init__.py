@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import importlib
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from trtdebug.comparison.metrics import Histogram, TensorStats
+from trtdebug.comparison.report import Comparison
 
-_EXPORTS = {"print_report": "console", "report_json": "json", "write_json": "json",
+_EXPORTS = {"print_report": "console", "report_json": "json", "write_json": "json", "load_report": "json",
             "render_html": "html", "write_html": "html"}
 SPARK_LEVELS = " ▁▂▃▄▅▆▇█"
 
-__all__ = sorted(_EXPORTS) + ["format_number", "format_shape", "nonfinite_counts", "sparkline"]
+__all__ = sorted(_EXPORTS) + ["ellipsize_middle", "format_number", "format_one_minus_cos", "format_shape",
+                               "format_tolerance", "nonfinite_counts", "sparkline", "tolerance_advice"]
 
 
 def __getattr__(name: str) -> Any:
@@ -34,6 +36,65 @@ def format_number(x: Optional[float], digits: int = 3) -> str:
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
     return f"{x:.{digits}g}"
+
+
+def format_one_minus_cos(cosine: Optional[float]) -> str:
+    """``1 - cosine`` in scientific notation: a cosine of 0.99999994 reads ``6.0e-08``, not ``1``.
+
+    Exactly ``0`` for a cosine of exactly 1, so "identical direction" stays recognisable.
+    """
+    if cosine is None:
+        return "-"
+    gap = 1.0 - cosine
+    return "0" if gap == 0 else f"{gap:.1e}"
+
+
+def format_tolerance(x: Optional[float]) -> str:
+    """A tolerance to suggest: 3 significant digits, rounded *up* so that the printed value still passes."""
+    if x is None:
+        return "-"
+    if x == 0 or not math.isfinite(x):
+        return format_number(x)
+    text = f"{x:.2e}"
+    while float(text) < x:
+        mantissa, exponent = text.split("e")
+        text = f"{(float(mantissa) + 0.01) * 10.0 ** int(exponent):.2e}"
+    return text
+
+
+def tolerance_advice(comparison: Comparison) -> List[str]:
+    """How to make every tensor pass, as command-line flags: ``--atol ...`` or ``--rtol ...``, or why not.
+
+    Empty when the comparison passes.  The flags keep the other tolerance as it is and list
+    per-tensor values for tensors that have their own override.
+    """
+    if comparison.passed or not comparison.tensors:
+        return []
+    need = comparison.tolerances_to_pass()
+    tol = comparison.tolerances
+    lines = []
+    for key, other in (("atol", "rtol"), ("rtol", "atol")):
+        if need[key] is None:
+            lines.append(f"no --{key} alone passes every tensor ({need[f'{key}_reason']})")
+            continue
+        flags = [f"--{key} {format_tolerance(need[key])}"]
+        flags += [f"--{key} {name}:{format_tolerance(v)}" for name, v in need[f"{key}_per_tensor"].items()]
+        lines.append(f"{' '.join(flags)} (with {other} {getattr(tol, other):g})")
+    return lines
+
+
+def ellipsize_middle(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters by replacing its middle with ``…``.
+
+    Both ends of an ONNX name tell tensors apart (``/model/encoder/…/layers.3/attn/Softmax_output_0``);
+    the end says more (layer, op), so it keeps two thirds.
+    """
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    head = (width - 1) // 3
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
 
 
 def format_shape(shape: Sequence[int]) -> str:

@@ -1,193 +1,123 @@
-"""The report as one self-contained HTML file: no external CSS, scripts, fonts or images.
+"""The report as one self-contained HTML page, rendered by jinja2 from ``templates/``.
 
-The file must open from a mail attachment or an air-gapped machine, so the plots are
-inline SVG drawn by the small functions below rather than matplotlib images, and the
-only script is a few lines that sort the tensor table by a clicked column.  Every name
-from the model goes through :func:`html.escape`.
+The page must open from a mail attachment or an air-gapped machine: no external CSS,
+scripts, fonts or images.  Plots are inline SVG drawn by template macros
+(``templates/plots.html.j2``) from geometry computed here, not images from a plotting
+library (matplotlib's dependencies break the GPU-machine pack); the only script sorts a
+table by a clicked column.  Autoescaping is on: every name from the model reaches the
+page through jinja2's escaping, never through string concatenation.  Values of ``meta``
+are shown as a person reads them (``yes``, ``x: 2, 16, 64``), never as Python reprs.
 """
 from __future__ import annotations
 
-import html
 import math
 import os
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from trtdebug.comparison.metrics import Histogram, TensorStats
-from trtdebug.comparison.report import Comparison, Report, TensorComparison
-from trtdebug.render import format_number, format_shape, nonfinite_counts
+from trtdebug.comparison.metrics import Histogram
+from trtdebug.comparison.report import Comparison, Report
+from trtdebug.render import (format_number, format_one_minus_cos, format_shape, format_tolerance, nonfinite_counts,
+                             tolerance_advice)
 from trtdebug.util.files import write_text_atomic
 
-PASS_COLOR, FAIL_COLOR, VALUE_COLOR, ERROR_COLOR = "#2e7d32", "#c62828", "#1565c0", "#ef6c00"
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em;color:#222}
-h1 .badge,h2 .badge{font-size:.6em;padding:.15em .5em;border-radius:.3em;color:#fff;vertical-align:middle}
-.badge.pass{background:#2e7d32}.badge.fail{background:#c62828}
-table{border-collapse:collapse;font-size:13px}
-td,th{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
-table.tensors th{background:#f4f4f4;cursor:pointer;position:sticky;top:0;white-space:nowrap}
-table.tensors td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-tr.fail td{background:#fdecea}tr.first td{background:#f9c6c0;font-weight:bold}
-.first-box{border-left:6px solid #c62828;background:#fdecea;padding:.6em 1em;margin:1em 0}
-.muted{color:#777}.warn{color:#a15c00}.name{font-family:ui-monospace,Menlo,Consolas,monospace;word-break:break-all}
-details summary{cursor:pointer;color:#1565c0}svg{background:#fafafa;margin:2px}
-"""
-
-_JS = """
-document.querySelectorAll("table.tensors").forEach(function(table){
-  table.querySelectorAll("th").forEach(function(th, col){
-    th.addEventListener("click", function(){
-      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
-      var dir = th.dataset.dir === "asc" ? -1 : 1;
-      th.dataset.dir = dir === 1 ? "asc" : "desc";
-      rows.sort(function(a, b){
-        var x = a.cells[col].dataset.v, y = b.cells[col].dataset.v, nx = parseFloat(x), ny = parseFloat(y);
-        if (!isNaN(nx) && !isNaN(ny)) return nx < ny ? -dir : nx > ny ? dir : 0;
-        return String(x).localeCompare(String(y)) * dir;
-      });
-      rows.forEach(function(r){ body.appendChild(r); });
-    });
-  });
-});
-"""
+COLORS = {"pass": "#2e7d32", "fail": "#c62828", "value": "#1565c0", "error": "#ef6c00"}
 
 
 def render_html(report: Report) -> str:
     """The whole report page as a string."""
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             "<title>trtdebug report</title>", f"<style>{_CSS}</style></head><body>",
-             f"<h1>trtdebug report {_badge(report.passed)}</h1>", _meta_table(report)]
-    parts += [_comparison_section(c) for c in report.comparisons]
-    if not report.comparisons:
-        parts.append('<p class="muted">Nothing was compared (a comparison needs two runners).</p>')
-    parts.append(f"<script>{_JS}</script></body></html>")
-    return "\n".join(parts)
+    return _environment().get_template("report.html.j2").render(
+        report=report, model=report.meta.get("model"), meta_rows=meta_rows(report), colors=COLORS)
 
 
 def write_html(report: Report, path: Union[str, os.PathLike]) -> Path:
-    """Write the HTML report atomically."""
+    """Write the HTML report atomically (works as well on a report read back by ``load_report``)."""
     return write_text_atomic(path, render_html(report))
 
 
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
+@lru_cache(maxsize=1)
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("trtdebug.render", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=False, lstrip_blocks=False)
+    env.filters.update(
+        num=format_number, tol=format_tolerance, one_minus_cos=format_one_minus_cos, shape=format_shape,
+        nonfinite=nonfinite_counts, sortkey=_sort_key, one_minus_cos_key=lambda c: _sort_key(None if c is None else 1.0 - c),
+        advice=tolerance_advice, plots=_divergence_plots, histogram=histogram_geometry, label=_label,
+        scalars=lambda seq: all(not isinstance(v, (dict, list, tuple)) for v in seq), human_scalar=_human_scalar)
+    return env
 
 
-def _badge(passed: bool) -> str:
-    return '<span class="badge pass">PASSED</span>' if passed else '<span class="badge fail">FAILED</span>'
+# -- the run's facts ---------------------------------------------------------------------------------
+def meta_rows(report: Report) -> List[Tuple[str, Any]]:
+    """``(label, value)`` rows for the facts table: the known ``meta`` keys first, each said once.
 
-
-def _meta_table(report: Report) -> str:
+    ``runners`` merges the runner names with their details from ``meta["runners"]``;
+    ``inputs`` / ``input_shapes`` and ``timings`` get a one-line summary per entry; any
+    other key is shown as it is, through the template's ``human`` macro.
+    """
     meta = dict(report.meta)
-    rows: List[Tuple[str, str]] = []
+    rows: List[Tuple[str, Any]] = []
     if "model" in meta:
-        rows.append(("model", _e(meta.pop("model"))))
-    rows.append(("runners", _e(", ".join(report.runners)) or '<span class="muted">none</span>'))
+        rows.append(("model", meta.pop("model")))
+    details = meta.pop("runners", None)
+    details = details if isinstance(details, dict) else {}
+    if any(details.get(name) for name in report.runners):
+        rows.append(("runners", {name: details.get(name) or "" for name in report.runners}))
+    else:
+        rows.append(("runners", ", ".join(report.runners) or None))
     if report.comparisons:
-        tol = report.comparisons[0].tolerances
-        overrides = len(tol.per_tensor_atol) + len(tol.per_tensor_rtol)
-        rows.append(("tolerances", _e(f"|test - ref| <= atol + rtol * |ref|: atol {tol.atol:g}, rtol {tol.rtol:g}, "
-                                      f"check {tol.check_error_stat}"
-                                      + (f" (quantile {tol.error_quantile:g})" if tol.check_error_stat == "quantile" else "")
-                                      + (f", {overrides} per-tensor override(s)" if overrides else ""))))
-    if isinstance(meta.get("inputs"), dict):
-        rows.append(("inputs", "<br>".join(f'<span class="name">{_e(n)}</span> {_e(_describe_input(v))}'
-                                           for n, v in meta.pop("inputs").items())))
+        rows.append(("tolerances", _describe_tolerances(report.comparisons[0])))
+    inputs, shapes = meta.pop("inputs", None), meta.pop("input_shapes", None)
+    if isinstance(inputs, dict):
+        rows.append(("inputs", {n: _describe_input(v) for n, v in inputs.items()}))
+    elif isinstance(shapes, dict):
+        rows.append(("inputs", {n: _describe_input({"shape": v}) for n, v in shapes.items()}))
     if isinstance(meta.get("timings"), dict):
-        rows.append(("timings", "<br>".join(f"{_e(n)}: {_e(_describe_timing(v))}" for n, v in meta.pop("timings").items())))
-    rows += [(str(k), _e(v)) for k, v in meta.items()]
-    return "<table class=\"meta\">" + "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
+        rows.append(("timings", {n: _describe_timing(v) for n, v in meta.pop("timings").items()}))
+    rows += [(_label(k), v) for k, v in meta.items()]
+    return rows
 
 
-def _describe_input(info: Any) -> str:
-    if isinstance(info, dict):
+def _describe_tolerances(c: Comparison) -> str:
+    tol = c.tolerances
+    overrides = len(tol.per_tensor_atol) + len(tol.per_tensor_rtol)
+    check = tol.check_error_stat if tol.check_error_stat != "quantile" else f"quantile {tol.error_quantile:g}"
+    rule = "|test - ref| <= atol + rtol * |ref|" if tol.check_error_stat == "elemwise" else \
+        f"{check}(|test - ref|) <= atol + rtol * {check}(|ref|)"
+    return (f"{rule}: atol {tol.atol:g}, rtol {tol.rtol:g}, check {check}"
+            + (f", {overrides} per-tensor override(s)" if overrides else ""))
+
+
+def _describe_input(info: Any) -> Any:
+    if isinstance(info, dict) and ("shape" in info or "dtype" in info):
         shape = info.get("shape")
-        return " ".join(x for x in (format_shape(shape) if shape is not None else "", str(info.get("dtype") or "")) if x)
-    return str(info)
+        shape_text = format_shape(shape) if isinstance(shape, (list, tuple)) else ("" if shape is None else str(shape))
+        return " ".join(x for x in (shape_text, str(info.get("dtype") or "")) if x)
+    return info
 
 
-def _describe_timing(times: Any) -> str:
+def _describe_timing(times: Any) -> Any:
     if isinstance(times, (list, tuple)) and times and all(isinstance(t, (int, float)) for t in times):
         return f"mean {1e3 * sum(times) / len(times):.3g} ms, min {1e3 * min(times):.3g} ms over {len(times)} iteration(s)"
-    return str(times)
+    return times
 
 
-def _comparison_section(c: Comparison) -> str:
-    counts = c.summary()
-    parts = [f"<section><h2>{_e(c.test)} vs {_e(c.reference)} {_badge(c.passed)}</h2>",
-             f"<p>{counts['passed']}/{counts['tensors']} tensors passed"
-             + (f"; graph outputs {counts['graph_outputs'] - counts['graph_outputs_failed']}/{counts['graph_outputs']}, "
-                f"intermediates {counts['intermediates'] - counts['intermediates_failed']}/{counts['intermediates']}"
-                if counts["graph_outputs"] or counts["intermediates"] else "")
-             + f"; {c.iterations} iteration(s) compared.</p>"]
-    if c.first_failing is not None:
-        parts.append(_first_failing_box(c.first_failing))
-    if c.warnings:
-        parts.append('<ul class="warn">' + "".join(f"<li>{_e(w)}</li>" for w in c.warnings) + "</ul>")
-    if c.tensors:
-        parts.append(_divergence_plots(c))
-        parts.append(_tensor_table(c))
-    for side, names in ((c.reference, c.only_in_reference), (c.test, c.only_in_test)):
-        if names:
-            parts.append(f"<details><summary>{len(names)} tensor(s) only in {_e(side)}</summary>"
-                         + "<br>".join(f'<span class="name">{_e(n)}</span>' for n in names) + "</details>")
-    parts.append("</section>")
-    return "\n".join(parts)
+def _label(key: Any) -> str:
+    """``mark_all`` -> ``mark all``: keys are labels for people here."""
+    return str(key).replace("_", " ")
 
 
-def _first_failing_box(t: TensorComparison) -> str:
-    s = t.stats
-    producer = " ".join(_e(p) for p in (t.producer_op, t.producer) if p)
-    lines = [f'<b>First failing tensor:</b> <span class="name">{_e(t.name)}</span>'
-             + (f" (produced by {producer})" if producer else ""),
-             f"{s.failing} of {s.elements} elements fail ({s.failing_fraction:.2%}); max |error| {format_number(s.max_abs)}, "
-             f"cosine {format_number(s.cosine, 6)}, SQNR {format_number(s.sqnr_db)} dB, iteration {t.iteration}"]
-    if s.worst is not None:
-        w = s.worst
-        lines.append(f"worst element {_e(list(w.index))}: reference {format_number(w.reference, 6)}, "
-                     f"test {format_number(w.test, 6)}, |error| {format_number(w.abs_error)} "
-                     f"({format_number(w.ratio)}x the tolerance)")
-    lines += [_e(n) for n in s.notes]
-    return '<div class="first-box">' + "<br>".join(lines) + "</div>"
-
-
-_COLUMNS = ["#", "tensor", "producer", "shape", "dtype", "max abs", "mean abs", "p99 abs", "max rel", "cosine",
-            "SQNR dB", "NaN/Inf", "failing", "result", "details"]
-
-
-def _tensor_table(c: Comparison) -> str:
-    first = c.first_failing
-    head = "".join(f"<th>{_e(h)}</th>" for h in _COLUMNS)
-    body = [_tensor_row(i, t, t is first) for i, t in enumerate(c.tensors)]
-    return (f'<table class="tensors"><thead><tr>{head}</tr></thead><tbody>' + "\n".join(body) + "</tbody></table>")
-
-
-def _tensor_row(position: int, t: TensorComparison, is_first: bool) -> str:
-    s = t.stats
-    name = f'<span class="name">{_e(t.name)}</span>' + (' <span class="muted">(output)</span>' if t.is_graph_output else "")
-    dtype = s.ref_dtype if s.ref_dtype == s.test_dtype else f"{s.ref_dtype} / {s.test_dtype}"
-    result = f'<b style="color:{PASS_COLOR}">pass</b>' if t.passed else f'<b style="color:{FAIL_COLOR}">FAIL</b>'
-    cells = [
-        _td(position, position), _td(name, t.name, raw=True),
-        _td(" ".join(p for p in (t.producer_op, t.producer) if p), t.producer_op or ""),
-        _td(format_shape(s.shape), s.elements), _td(dtype, dtype),
-        _num(s.max_abs), _num(s.mean_abs), _num(s.p99_abs), _num(s.max_rel), _num(s.cosine, 6), _num(s.sqnr_db),
-        _td(nonfinite_counts(s), s.ref_nan + s.ref_inf + s.test_nan + s.test_inf),
-        _td(f"{s.failing} ({s.failing_fraction:.2%})", s.failing_fraction),
-        _td(result + (" (first)" if is_first else ""), int(t.passed), raw=True),
-        _td(_details(s), "", raw=True),
-    ]
-    css = "first" if is_first else ("fail" if not t.passed else "pass")
-    return f'<tr class="{css}">' + "".join(cells) + "</tr>"
-
-
-def _td(content: Any, sort_value: Any, *, raw: bool = False) -> str:
-    return f'<td data-v="{_e(_sort_key(sort_value))}">{content if raw else _e(content)}</td>'
-
-
-def _num(x: Optional[float], digits: int = 3) -> str:
-    return f'<td class="num" data-v="{_e(_sort_key(x))}">{_e(format_number(x, digits))}</td>'
+def _human_scalar(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return format_number(v, 6)  # ints stay exact
+    return str(v)
 
 
 def _sort_key(x: Any) -> str:
@@ -197,119 +127,106 @@ def _sort_key(x: Any) -> str:
     return "" if x is None else str(x)
 
 
-def _details(s: TensorStats) -> str:
-    extra = [f"elements {s.elements}, finite pairs {s.finite_pairs}",
-             f"median |error| {format_number(s.median_abs)}, median rel {format_number(s.median_rel)}, "
-             f"p99 rel {format_number(s.p99_rel)}", f"atol {s.atol:g}, rtol {s.rtol:g}, error ratio {format_number(s.error_ratio)}"]
-    if s.worst is not None and s.worst.ratio > 0:
-        extra.append(f"worst {list(s.worst.index)}: ref {format_number(s.worst.reference, 6)}, "
-                     f"test {format_number(s.worst.test, 6)}")
-    extra += s.notes
-    return ("<details><summary>plots</summary>"
-            + svg_histogram(s.value_hist, color=VALUE_COLOR, title="reference values")
-            + svg_histogram(s.error_hist, color=ERROR_COLOR, title="|error| (log bins)")
-            + "<br>" + "<br>".join(_e(x) for x in extra) + "</details>")
+# -- plot geometry (drawn by templates/plots.html.j2) -------------------------------------------------
+def histogram_geometry(hist: Optional[Histogram], kind: str, width: int = 300, height: int = 100) -> Dict[str, Any]:
+    """Bars of ``hist`` in a ``width`` x ``height`` box with the range's ends as labels.
 
-
-def svg_histogram(hist: Optional[Histogram], *, color: str, title: str, width: int = 240, height: int = 90) -> str:
-    """Bars of ``hist`` with the first and last edges as labels; each bar's tooltip gives its range and count."""
+    ``kind`` is ``value`` or ``error`` (the colour); ``empty`` is the text shown instead of
+    a plot (no data, or every error exactly 0).
+    """
     if hist is None or not hist.counts:
-        text = f"{title}: all {hist.zeros} exact" if hist is not None and hist.zeros else f"{title}: no data"
-        return f'<span class="muted">{_e(text)}</span>'
-    top, pad, label_h = max(hist.counts) or 1, 4, 14
-    plot_h = height - 2 * label_h
+        exact = hist is not None and hist.zeros
+        return {"empty": f"all {hist.zeros} exact" if exact else "no data"}
+    pad, label_h = 6, 16
+    plot_h = height - label_h - 4
+    top = max(hist.counts) or 1
     bar_w = (width - 2 * pad) / len(hist.counts)
-    parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
-             f'<text x="{pad}" y="11" font-size="11">{_e(title)}'
-             + (f" ({hist.zeros} exact)" if hist.zeros else "") + "</text>"]
-    for i, count in enumerate(hist.counts):
-        h = plot_h * count / top
-        lo, hi = hist.edges[i], hist.edges[i + 1]
-        parts.append(f'<rect x="{pad + i * bar_w:.1f}" y="{label_h + plot_h - h:.1f}" width="{max(bar_w - 1, 1):.1f}" '
-                     f'height="{h:.1f}" fill="{color}"><title>{_e(format_number(lo))} .. {_e(format_number(hi))}: '
-                     f"{count}</title></rect>")
-    parts.append(f'<text x="{pad}" y="{height - 2}" font-size="10">{_e(format_number(hist.edges[0]))}</text>')
-    parts.append(f'<text x="{width - pad}" y="{height - 2}" font-size="10" text-anchor="end">'
-                 f"{_e(format_number(hist.edges[-1]))}</text></svg>")
-    return "".join(parts)
+    bars = [{"x": round(pad + i * bar_w, 1), "y": round(4 + plot_h - plot_h * n / top, 1),
+             "w": round(max(bar_w - 1, 1), 1), "h": round(plot_h * n / top, 1),
+             "tip": f"{format_number(hist.edges[i])} .. {format_number(hist.edges[i + 1])}: {n}"}
+            for i, n in enumerate(hist.counts)]
+    return {"empty": None, "width": width, "height": height, "pad": pad, "base": 4 + plot_h, "bars": bars,
+            "color": COLORS[kind], "lo": format_number(hist.edges[0]), "hi": format_number(hist.edges[-1])}
 
 
-def _divergence_plots(c: Comparison) -> str:
+def _divergence_plots(c: Comparison) -> Dict[str, Dict[str, Any]]:
     """Max |error| (log axis) and SQNR along topological order: the step shows where divergence starts."""
     first = c.first_failing
     marker = c.tensors.index(first) if first is not None else None
-    failing = [not t.passed for t in c.tensors]
     names = [t.name for t in c.tensors]
-    return ("<div>"
-            + svg_series([t.stats.max_abs for t in c.tensors], names=names, failing=failing, marker=marker,
-                         log=True, title="max |error| along topological order (log scale)")
-            + "<br>"
-            + svg_series([t.stats.sqnr_db for t in c.tensors], names=names, failing=failing, marker=marker,
-                         log=False, title="SQNR (dB) along topological order; identical tensors at the top")
-            + "</div>")
+    failing = [not t.passed for t in c.tensors]
+    return {"error": series_geometry([t.stats.max_abs for t in c.tensors], names=names, failing=failing,
+                                     marker=marker, log=True),
+            "sqnr": series_geometry([t.stats.sqnr_db for t in c.tensors], names=names, failing=failing,
+                                    marker=marker, log=False)}
 
 
-def svg_series(values: Sequence[Optional[float]], *, names: Sequence[str], failing: Sequence[bool],
-               marker: Optional[int], log: bool, title: str, width: int = 960, height: int = 170) -> str:
+def series_geometry(values: Sequence[Optional[float]], *, names: Sequence[str], failing: Sequence[bool],
+                    marker: Optional[int], log: bool, width: int = 1000, height: int = 180) -> Dict[str, Any]:
     """A line through ``values`` in order, failing points in red, a dashed line at index ``marker``.
 
-    Zeros (on a log axis) and infinities are drawn at the bottom / top edge; undefined
+    Zeros (on a log axis) and infinities sit at the bottom / top edge, labelled ``0`` /
+    ``inf``, apart from the finite range (its ends labelled where they are); undefined
     values leave a gap.  Each point's tooltip names its tensor and value.
     """
     ys, lo, hi = _plot_coordinates(values, log)
-    left, right, top, bottom = 60, 10, 18, 16
+    left, right, top, bottom = 64, width - 10, 14, height - 18
     n = len(values)
 
     def x_of(i: int) -> float:
-        return left + (width - left - right) * (i / (n - 1) if n > 1 else 0.5)
+        return round(left + (right - left) * (i / (n - 1) if n > 1 else 0.5), 1)
 
     def y_of(v: float) -> float:
-        return top + (height - top - bottom) * (hi - v) / (hi - lo)
+        return round(top + (bottom - top) * (hi - v) / (hi - lo), 1)
 
-    parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
-             f'<text x="{left}" y="12" font-size="12">{_e(title)}</text>',
-             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#999"/>',
-             f'<text x="{left - 4}" y="{top + 8}" font-size="10" text-anchor="end">{_e(_axis_label(hi, log))}</text>',
-             f'<text x="{left - 4}" y="{height - bottom}" font-size="10" text-anchor="end">{_e(_axis_label(lo, log))}</text>']
-    if marker is not None:
-        mx = x_of(marker)
-        anchor = f'x="{mx + 3:.1f}"' if mx < width / 2 else f'x="{mx - 3:.1f}" text-anchor="end"'
-        parts.append(f'<line x1="{mx:.1f}" y1="{top}" x2="{mx:.1f}" y2="{height - bottom}" stroke="{FAIL_COLOR}" '
-                     f'stroke-dasharray="4 3"/><text {anchor} y="{height - 3}" font-size="10" '
-                     f'fill="{FAIL_COLOR}">first failing: {_e(names[marker])}</text>')
-    for segment in _segments(ys):
-        points = " ".join(f"{x_of(i):.1f},{y_of(v):.1f}" for i, v in segment)
-        parts.append(f'<polyline points="{points}" fill="none" stroke="#555" stroke-width="1"/>')
-    for i, v in enumerate(ys):
-        if v is not None:
-            color = FAIL_COLOR if failing[i] else PASS_COLOR
-            parts.append(f'<circle cx="{x_of(i):.1f}" cy="{y_of(v):.1f}" r="2.5" fill="{color}">'
-                         f"<title>{i}: {_e(names[i])} = {_e(format_number(values[i]))}</title></circle>")
-    parts.append("</svg>")
-    return "".join(parts)
+    points = [{"x": x_of(i), "y": y_of(v), "color": COLORS["fail"] if failing[i] else COLORS["pass"],
+               "tip": f"{i}: {names[i]} = {format_number(values[i])}"} for i, v in enumerate(ys) if v is not None]
+    lines = [" ".join(f"{x_of(i)},{y_of(v)}" for i, v in segment) for segment in _segments(ys)]
+    return {"width": width, "height": height, "left": left, "right": right, "top": top, "bottom": bottom,
+            "count": n, "points": points, "lines": lines, "fail_color": COLORS["fail"],
+            "labels": _axis_labels(values, ys, log, y_of),
+            "marker": None if marker is None else {"x": x_of(marker), "name": names[marker]}}
 
 
 def _plot_coordinates(values: Sequence[Optional[float]], log: bool) -> Tuple[List[Optional[float]], float, float]:
     """Values in axis units (log10 when ``log``), clamped into a padded range; and that range."""
-    axis: List[Optional[float]] = []
-    for v in values:
-        if v is None or math.isnan(v):
-            axis.append(None)
-        elif log and v <= 0:
-            axis.append(-math.inf)
-        else:
-            axis.append(math.log10(v) if log and math.isfinite(v) else v)
+    axis = [_axis_value(v, log) for v in values]
     finite = [a for a in axis if a is not None and math.isfinite(a)]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
     if lo == hi:
         lo, hi = lo - 1.0, hi + 1.0
-    pad = 0.08 * (hi - lo)
-    lo, hi = lo - pad, hi + pad
+    span = hi - lo
+    # a band of its own at the edge for zeros (log axis) and infinities, apart from the finite values
+    lo -= span * (0.2 if any(a == -math.inf for a in axis) else 0.08)
+    hi += span * (0.2 if any(a == math.inf for a in axis) else 0.08)
     return [None if a is None else min(max(a, lo), hi) for a in axis], lo, hi
 
 
-def _axis_label(v: float, log: bool) -> str:
-    return format_number(10.0 ** v, 2) if log else format_number(v, 3)
+def _axis_value(v: Optional[float], log: bool) -> Optional[float]:
+    if v is None or math.isnan(v):
+        return None
+    if log and v <= 0:
+        return -math.inf
+    return math.log10(v) if log and math.isfinite(v) else v
+
+
+def _axis_labels(values: Sequence[Optional[float]], ys: Sequence[Optional[float]], log: bool,
+                 y_of: Callable[[float], float]) -> List[Dict[str, Any]]:
+    """Labels at the largest and smallest finite value, and ``0`` / ``inf`` at the edges where such values are."""
+    labels: List[Dict[str, Any]] = []
+    edges = {"0": lambda v: log and v <= 0, "inf": lambda v: v == math.inf, "-inf": lambda v: v == -math.inf and not log}
+    for text, test in edges.items():
+        hits = [y for v, y in zip(values, ys) if v is not None and y is not None and test(v)]
+        if hits:
+            labels.append({"y": y_of(hits[0]), "text": text})
+    finite = [(v, y) for v, y in zip(values, ys) if v is not None and y is not None and math.isfinite(v) and not (log and v <= 0)]
+    if finite:
+        labels += [{"y": y_of(y), "text": format_number(v, 2 if log else 3)} for v, y in (max(finite), min(finite))]
+    kept: List[Dict[str, Any]] = []
+    for label in labels:  # drop a label that would overlap one already placed
+        if all(abs(label["y"] - k["y"]) >= 11 for k in kept):
+            kept.append(label)
+    return kept
 
 
 def _segments(ys: Sequence[Optional[float]]) -> List[List[Tuple[int, float]]]:
@@ -322,3 +239,5 @@ def _segments(ys: Sequence[Optional[float]]) -> List[List[Tuple[int, float]]]:
         else:
             runs[-1].append((i, v))
     return [r for r in runs if r]
+
+
