@@ -178,6 +178,9 @@ class TimingCache:
             cache, reason = None, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         else:
             reason = "TensorRT could not deserialize it"
+            # TensorRT 8.6 accepts garbage and returns an empty cache (seen on the H200): call that unreadable too
+            if cache is not None and bytes(cache.serialize()) == bytes(self._factory(b"").serialize()):
+                cache, reason = None, "TensorRT read nothing from it"
         if cache is None:
             action = "it will be replaced" if self.default else "it is ignored and left unchanged"
             log.warning("the timing cache %s could not be %s (corrupt, or from another TensorRT: %s); %s",
