@@ -719,7 +719,7 @@ def _fake_runner(monkeypatch, engine):
 
     trt = _T86
     fake_cuda = FakeCudaMemory()
-    monkeypatch.setattr(compat, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(compat, "import_tensorrt", lambda module="tensorrt": trt)
     monkeypatch.setattr(cuda_mod, "get_cuda", lambda: fake_cuda)
     engine.create_execution_context = lambda: FakeContext(engine, fake_cuda)
     monkeypatch.setattr(engine_mod, "deserialize", lambda trt_, logger, data, what="engine": (object(), engine))

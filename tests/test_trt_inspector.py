@@ -472,8 +472,8 @@ def test_cli_engine_with_fakes(tmp_path, monkeypatch, tgraph):
     from trtdebug.cli.inspect import inspect_app
 
     fake = FakeEngine(trt86_names_json())
-    monkeypatch.setattr(engine_mod, "load_engine", lambda path: (object(), fake))
-    monkeypatch.setattr(engine_mod, "_import_tensorrt", lambda: FakeTrt)
+    monkeypatch.setattr(engine_mod, "load_engine", lambda path, module="tensorrt": (object(), fake))
+    monkeypatch.setattr(engine_mod, "_import_tensorrt", lambda module="tensorrt": FakeTrt)
     model = tmp_path / "t.onnx"
     import onnx
 
