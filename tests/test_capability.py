@@ -398,9 +398,9 @@ def test_trt_checker_on_every_release(tmp_path, version, api):
     assert (issue.node_name, issue.op) == (("custom", "MyOp") if has_names else (None, None))
     assert f"OnnxParser.{api}" in trt._fake.reads
     assert ("OnnxParser.get_subgraph_nodes" in trt._fake.reads) == (api == API_V2)  # v2 lists subgraphs one by one
-    # EXPLICIT_BATCH on 8.x only; STRONGLY_TYPED where TensorRT requires it (11.x)
+    # EXPLICIT_BATCH on 8.x only; STRONGLY_TYPED where TensorRT requires it (11.x, TensorRT-RTX)
     flags = trt.NetworkDefinitionCreationFlag
-    if version.startswith("11."):
+    if version.startswith(("11.", "rtx-")):
         expected_flags = 1 << int(flags.STRONGLY_TYPED)
     elif version.startswith("8."):
         expected_flags = 1 << int(flags.EXPLICIT_BATCH)

@@ -8,7 +8,7 @@ BLOCKER = textwrap.dedent(
     import importlib.abc, sys
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name.split('.')[0] in ('tensorrt', 'onnxruntime', 'cuda'):
+            if name.split('.')[0] in ('tensorrt', 'tensorrt_rtx', 'onnxruntime', 'cuda'):
                 raise ImportError('blocked for the test: ' + name)
     sys.meta_path.insert(0, Block())
     """
@@ -29,7 +29,7 @@ def test_every_submodule_imports_without_backends():
                 continue
             importlib.import_module(name)
         assert len(names) > 20, names
-        assert not [m for m in sys.modules if m.split('.')[0] in ('tensorrt', 'onnxruntime')]
+        assert not [m for m in sys.modules if m.split('.')[0] in ('tensorrt', 'tensorrt_rtx', 'onnxruntime')]
         print('imported', len(names))
         """
     )

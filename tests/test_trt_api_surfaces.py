@@ -53,6 +53,7 @@ FEATURES = {
     "11.0.0.114": "0  1  1   0    0    0    0    0      0     0     1   1    0    1   1   0  1",
     "11.2.1.2":   "0  1  1   0    0    0    0    0      0     0     1   1    0    1   1   0  1",
     "11.4.0.106": "0  1  1   0    0    0    0    0      0     0     1   1    0    1   1   0  1",
+    "rtx-1.7.1.116": "0  1  1   0    0    0    0    0      0     0     1   1    0    1   1   0  1",
 }
 ALWAYS = ("tf32_flag", "optimization_level", "memory_pool_limits", "timing_cache", "name_based_io", "output_allocator",
           "layer_metadata", "engine_inspector", "tensor_profile_shape")
@@ -69,7 +70,10 @@ def test_feature_detection_matches_the_release(version):
     got = {c: getattr(f, c) for c in COLUMNS}
     assert got == expected
     assert all(getattr(f, c) for c in ALWAYS), [c for c in ALWAYS if not getattr(f, c)]
-    assert f.version == version and f.weak_typing == f.fp16_flag
+    assert f.version == version.rpartition("-")[2] and f.weak_typing == f.fp16_flag
+    rtx = version.startswith("rtx-")  # what only TensorRT-RTX has: JIT kernels, validity check, GPU-free builds
+    assert (f.product == "TensorRT-RTX") == f.runtime_cache == f.engine_validity == f.builds_without_gpu == rtx
+    assert f.timing_cache_effective != rtx
 
 
 # -- 2. names the code uses --------------------------------------------------------------------------------

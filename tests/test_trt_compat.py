@@ -634,7 +634,7 @@ def _fake_gpu(monkeypatch, tmp_path, trt, engine):
     from trtdebug.runners.tensorrt import cuda as cuda_mod
 
     runtime = trt_fakes.cuda_runtime(trt)
-    monkeypatch.setattr(compat, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(compat, "import_tensorrt", lambda module="tensorrt": trt)
     monkeypatch.setattr(cuda_mod, "_import_runtime", lambda: runtime)
     monkeypatch.setattr(cuda_mod, "_CUDA", None)
     trt._fake.deserialize = lambda data: engine if data == b"ENGINE" else None

@@ -420,7 +420,7 @@ def test_cli_engine_with_fakes(tmp_path, monkeypatch, version):
     trt = trt_fakes.fake_trt(version)
     engine = _engine(trt, trt86_names_json())
     trt._fake.deserialize = lambda data: engine if data == b"ENGINE" else None
-    monkeypatch.setattr(engine_mod, "_import_tensorrt", lambda: trt)
+    monkeypatch.setattr(engine_mod, "_import_tensorrt", lambda module="tensorrt": trt)
     (tmp_path / "t.engine").write_bytes(b"ENGINE")
     model = tmp_path / "t.onnx"
     import onnx

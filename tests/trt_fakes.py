@@ -39,11 +39,13 @@ API_DIR = Path(__file__).parent / "trt_api"
 
 
 def _version_key(version: str) -> Tuple[int, ...]:
-    return tuple(int(x) for x in version.split(".") if x.isdigit())
+    """TensorRT releases oldest first, then TensorRT-RTX releases (``rtx-1.7.1.116``)."""
+    product, _, number = version.rpartition("-")
+    return (1 if product == "rtx" else 0,) + tuple(int(x) for x in number.split(".") if x.isdigit())
 
 
 def releases() -> List[str]:
-    """Every snapshotted release, oldest first."""
+    """Every snapshotted release, oldest first; TensorRT-RTX's as ``rtx-VERSION`` (module ``tensorrt_rtx``)."""
     names = [p.stem.split("tensorrt-", 1)[1] for p in API_DIR.glob("tensorrt-*.json")]
     return sorted(names, key=_version_key)
 
@@ -758,7 +760,7 @@ def fake_trt(version: str) -> types.ModuleType:
     """A fresh fake ``tensorrt`` module of ``version`` (one of :func:`releases`), with its own World."""
     spec = api(version)
     world = World(version)
-    module = _FakeModule("tensorrt")
+    module = _FakeModule(spec.get("module", "tensorrt"))
     module._fake = world
     module.__version__ = spec["version"]
     for name, sig in spec["functions"].items():

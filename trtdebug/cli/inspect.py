@@ -24,6 +24,7 @@ inspect_app = typer.Typer(
 )
 
 _JSON_HELP = "Also write the result as JSON to FILE (written atomically)."
+_RTX = typer.Option(False, "--trt-rtx", help="Use TensorRT-RTX (the 'rtx' extra) instead of TensorRT.")
 # ``--verbose`` is read by trtdebug.cli.main (tracebacks); capability also passes it to TensorRT's logger.
 
 
@@ -61,6 +62,7 @@ def engine_command(
                                               "the layer -> ONNX node map."),
     profile: int = typer.Option(0, "--profile", min=0, help="Optimization profile whose layers to list."),
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="FILE", help=_JSON_HELP, show_default=False),
+    trt_rtx: bool = _RTX,
     verbose: bool = common.VERBOSE,
 ) -> None:
     """I/O tensors with per-profile shapes, layers with type, precision, tactic and ONNX nodes, device memory.
@@ -70,7 +72,7 @@ def engine_command(
     from trtdebug.inspect.engine import inspect_engine, render_engine_summary
 
     check_output_paths({"--json": json_path}, [engine, model])  # before any work
-    summary = inspect_engine(engine, model=model, profile=profile)
+    summary = inspect_engine(engine, model=model, profile=profile, module="tensorrt_rtx" if trt_rtx else "tensorrt")
     render_engine_summary(summary, _console())
     _write_json(json_path, summary.to_dict())
 
@@ -82,17 +84,18 @@ def capability_command(
                                        help="Save every supported and unsupported subgraph as its own ONNX model, "
                                             "and capability.json, in DIR (a new, empty, or earlier capability directory)."),
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="FILE", help=_JSON_HELP, show_default=False),
+    trt_rtx: bool = _RTX,
     verbose: bool = common.VERBOSE,
 ) -> None:
     """Which nodes TensorRT's ONNX parser supports: subgraphs and a summary (operator, count, reason, nodes).
 
-    Needs TensorRT.
+    Needs TensorRT, or TensorRT-RTX with --trt-rtx (no GPU needed).
     """
     from trtdebug.inspect.capability import inspect_capability, render_capability
 
     check_output_paths({"--json": json_path, "--out": out}, [model])  # before any work
     status = _console(stderr=True)
-    report = inspect_capability(model, out, verbose=verbose,
+    report = inspect_capability(model, out, verbose=verbose, module="tensorrt_rtx" if trt_rtx else "tensorrt",
                                 progress=lambda msg: status.print(msg, style="dim", markup=False))
     render_capability(report, _console())
     _write_json(json_path, report.to_dict())

@@ -19,6 +19,7 @@ def run(
     onnxrt: bool = typer.Option(False, "--onnxrt", help="Run with ONNX Runtime."),
     ref: bool = typer.Option(False, "--ref", help="Run with the CPU reference (onnx.reference): slow, independent golden."),
     trt: bool = typer.Option(False, "--trt", help="Run with TensorRT (needs the 'trt' extra and an NVIDIA GPU)."),
+    trt_rtx: bool = typer.Option(False, "--trt-rtx", help="TensorRT: use TensorRT-RTX (the 'rtx' extra) instead; implies --trt. Builds without a GPU; runs on the GPUs it supports."),
     onnxrt_providers: Optional[List[str]] = typer.Option(None, "--onnxrt-providers", help="ONNX Runtime providers in priority order: cpu, cuda, trt (repeatable). Default cpu."),
     mark_all: bool = typer.Option(False, "--mark-all", help="Return and compare every intermediate tensor, not only the model outputs."),
     outputs: Optional[List[str]] = typer.Option(None, "--outputs", help="Extra tensors to return from every backend (repeatable)."),
@@ -63,6 +64,7 @@ def run(
                    "--trt-opt-shapes": trt_opt_shapes, "--trt-max-shapes": trt_max_shapes,
                    "--builder-optimization-level": builder_optimization_level is not None,
                    "--timing-cache": timing_cache, "--no-cache": no_cache, "--save-engine": save_engine}
+    trt = trt or trt_rtx
     given = [flag for flag, value in build_flags.items() if value]
     if given and not trt:
         raise UsageError(f"{', '.join(given)}: TensorRT option(s) given without --trt")
@@ -81,7 +83,8 @@ def run(
                                    workspace=workspace, trt_min_shapes=trt_min_shapes, trt_opt_shapes=trt_opt_shapes,
                                    trt_max_shapes=trt_max_shapes, builder_optimization_level=builder_optimization_level,
                                    timing_cache=timing_cache, persistent_cache=not no_cache,
-                                   save_engine=save_engine, verbose=verbose) if trt else None,
+                                   save_engine=save_engine, verbose=verbose,
+                                   module="tensorrt_rtx" if trt_rtx else "tensorrt") if trt else None,
             trt_outputs=trt_outputs or (), trt_exclude_outputs=trt_exclude_outputs or (),
             fused_boundaries=fused_boundaries, report=opts.report, html=opts.html,
             on_status=status.update, on_progress=common.progress_to(status), **opts.tolerance_kwargs())

@@ -28,12 +28,12 @@ def check_out_dir(out_dir: os.PathLike) -> None:
 
 def inspect_capability(model_path: os.PathLike, out_dir: Optional[os.PathLike] = None, *,
                        checker: Optional[SupportChecker] = None, verbose: bool = False,
-                       progress: Optional[Callable[[str], None]] = None) -> CapabilityReport:
+                       progress: Optional[Callable[[str], None]] = None, module: str = "tensorrt") -> CapabilityReport:
     """Partition the model at ``model_path`` into TensorRT-supported and unsupported subgraphs.
 
     With ``out_dir``, every subgraph is saved there as ``supported_<i>.onnx`` / ``unsupported_<i>.onnx``
-    together with ``capability.json``.  ``checker`` defaults to TensorRT's ONNX parser (``verbose``:
-    with TensorRT's verbose log).
+    together with ``capability.json``.  ``checker`` defaults to the ONNX parser of ``module`` (``tensorrt``,
+    or ``tensorrt_rtx`` for TensorRT-RTX, which needs no GPU for this; ``verbose``: with its verbose log).
     """
     from trtdebug.model.graph import ModelGraph
     from trtdebug.model.loader import load_model
@@ -43,7 +43,7 @@ def inspect_capability(model_path: os.PathLike, out_dir: Optional[os.PathLike] =
         check_output_paths({"--out": out_dir}, [model_path])
         check_out_dir(out_dir)
     model = load_model(model_path)
-    checker = checker or tensorrt_checker(verbose=verbose)
+    checker = checker or tensorrt_checker(verbose=verbose, module=module)
     graph = ModelGraph(model)
     report = analyze_capability(model, checker, graph=graph, progress=progress)
     report.model_path = str(model_path)
@@ -59,7 +59,7 @@ def render_capability(report: CapabilityReport, console=None) -> None:
     from rich.text import Text
 
     console = console or Console()
-    version = f"TensorRT {report.tensorrt_version}" if report.tensorrt_version else "TensorRT"
+    version = f"{report.product} {report.tensorrt_version}" if report.tensorrt_version else report.product
     console.print(f"[bold]{version} ONNX parser capability[/bold] for {escape(report.model_path or 'the model')} "
                   f"(via {report.api})")
     if report.fully_supported:

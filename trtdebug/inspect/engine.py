@@ -202,13 +202,13 @@ def summarize_engine(engine, trt, *, graph=None, profile: int = 0, path: Optiona
     )
 
 
-def _import_tensorrt():
+def _import_tensorrt(module: str = "tensorrt"):
     from trtdebug.runners.tensorrt.compat import import_tensorrt
 
-    return import_tensorrt()
+    return import_tensorrt(module)
 
 
-def load_engine(path: os.PathLike):
+def load_engine(path: os.PathLike, *, module: str = "tensorrt"):
     """Deserialize an engine file: returns ``(runtime, engine)`` (keep the runtime alive with the engine).
 
     A missing or empty file is a :class:`ModelLoadError`; an engine this TensorRT cannot load (another
@@ -224,7 +224,7 @@ def load_engine(path: os.PathLike):
     if p.suffix.lower() == ".onnx":
         raise ModelLoadError(f"{p} is an ONNX model, not a TensorRT engine: use `trtdebug inspect model` "
                              "(or `trtdebug inspect capability`)")
-    trt = _import_tensorrt()
+    trt = _import_tensorrt(module)
     logger = shared_logger(trt)
     try:
         return deserialize(trt, logger, data, what=f"engine {p}")
@@ -234,16 +234,18 @@ def load_engine(path: os.PathLike):
         raise BackendError(f"TensorRT could not load the engine {p}: {exc}") from exc
 
 
-def inspect_engine(path: os.PathLike, *, model: Optional[os.PathLike] = None, profile: int = 0) -> EngineSummary:
-    """Summarize an engine file; ``model`` (the ONNX it was built from) validates the ONNX name map."""
+def inspect_engine(path: os.PathLike, *, model: Optional[os.PathLike] = None, profile: int = 0,
+                   module: str = "tensorrt") -> EngineSummary:
+    """Summarize an engine file; ``model`` (the ONNX it was built from) validates the ONNX name map;
+    ``module``: the library that built it (``tensorrt`` or ``tensorrt_rtx``)."""
     graph = None
     if model is not None:
         from trtdebug.model.graph import ModelGraph
         from trtdebug.model.loader import load_model
 
         graph = ModelGraph(load_model(model, infer_shapes=False))
-    runtime, engine = load_engine(path)
-    trt = _import_tensorrt()
+    runtime, engine = load_engine(path, module=module)
+    trt = _import_tensorrt(module)
     summary = summarize_engine(engine, trt, graph=graph, profile=profile, path=path)
     del engine, runtime
     return summary

@@ -18,7 +18,7 @@ stay inside this package.  Modules:
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from trtdebug.model.surgery import OutputSelection
 from trtdebug.runners.tensorrt.config import Profile, TrtBuildConfig, parse_size, profiles_from_args
@@ -31,13 +31,14 @@ __all__ = ["Profile", "TrtBuildConfig", "make_trt_runner", "parse_size", "profil
 
 def make_trt_runner(model_path_or_engine, *, config: TrtBuildConfig = TrtBuildConfig(),
                     outputs: OutputSelection = OutputSelection(), graph=None, model=None,
-                    boundaries: bool = False, name: str = "tensorrt") -> "TrtRunner":
+                    boundaries: bool = False, name: Optional[str] = None) -> "TrtRunner":
     """The TensorRT runner the CLI uses: builds ``model_path_or_engine`` (an ONNX path or ModelProto),
     or loads it when it is a serialized engine (``.engine``/``.plan``/``.trt``).
 
     ``model``/``graph``: the already-loaded ONNX model and its ModelGraph, to avoid loading twice.
     ``boundaries``: compare only at fused-layer boundaries of the unmodified engine (``--fused-boundaries``);
     the boundary tensors replace ``--mark-all``/``--trt-outputs`` on the TensorRT side (exclusions still apply).
+    ``name``: the runner's name in results and reports; default the module's (``tensorrt`` / ``tensorrt_rtx``).
     Importing TensorRT happens at ``activate()``.
     """
     from trtdebug.errors import UsageError
@@ -47,7 +48,7 @@ def make_trt_runner(model_path_or_engine, *, config: TrtBuildConfig = TrtBuildCo
     if is_engine_path(model_path_or_engine) and (config.save_engine or config.fp16 or config.bf16 or config.int8):
         raise UsageError("build options (--fp16/--bf16/--int8/--save-engine) do not apply to a serialized engine")
     return TrtRunner(model_path_or_engine, config=config, outputs=outputs, graph=graph, model=model,
-                     boundaries=boundaries, name=name)
+                     boundaries=boundaries, name=name or config.module)
 
 
 def __getattr__(name: str):  # lazy: `from trtdebug.runners.tensorrt import TrtRunner` without importing tensorrt

@@ -23,7 +23,7 @@ from trtdebug.runners.tensorrt.config import Profile, TrtBuildConfig
 from trtdebug.runners.tensorrt.logger import shared_logger
 from trtdebug.runners.tensorrt.parser_errors import parse_failure, parser_issues
 from trtdebug.runners.tensorrt.progress import BuildProgress, make_progress_monitor
-from trtdebug.runners.tensorrt.timing_cache import shared_cache
+from trtdebug.runners.tensorrt.timing_cache import TimingCache, shared_cache
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ class EngineBuilder:
         self.features = compat.detect(trt)
         self.logger = shared_logger(trt, verbose=config.verbose)
         self.show_progress = show_progress
-        self.timing_cache = shared_cache(trt, config)  # one per process and file: every build adds to it
+        # one per process and file: every build adds to it; memory-only and unused where it has no effect (RTX)
+        self.timing_cache = shared_cache(trt, config) if self.features.timing_cache_effective else TimingCache(None)
         self.cache_loaded = self.timing_cache.loaded
         self.progress_events = 0
         self.last_phases: List[Tuple[str, float]] = []  # (phase, seconds) of the last build, from 8.6's log
@@ -101,7 +102,7 @@ class EngineBuilder:
             ok = parser.parse_from_file(path)
         if not ok or int(getattr(parser, "num_errors", 0)) > 0:
             one_line, full = parse_failure(parser_issues(parser, self.model), self.logger.messages.errors())
-            head = f"TensorRT {f.version}'s ONNX parser rejected the model: "
+            head = f"{f.label}'s ONNX parser rejected the model: "
             raise ParseError(head + one_line, details=head + "\n" + full)
         return ParsedNetwork(builder, network, parser, scratch)
 
@@ -118,7 +119,7 @@ class EngineBuilder:
             notes.append(note)
         if not compat.set_detailed_profiling(trt, config):
             notes.append("DETAILED profiling verbosity unavailable: layer information will be sparse")
-        if f.timing_cache:
+        if f.timing_cache_effective:
             self.timing_cache.attach(config)
         profiles = self._profiles(parsed, feed_shapes, notes)
         for prof in profiles:
@@ -177,7 +178,7 @@ class EngineBuilder:
         if not nodes:
             return
         if not self.features.layer_precision:  # TensorRT 11: no ILayer.precision / set_output_type
-            raise UsageError(f"keeping ONNX nodes in FP32 needs per-layer precision, which TensorRT {self.features.version} "
+            raise UsageError(f"keeping ONNX nodes in FP32 needs per-layer precision, which {self.features.label} "
                              "does not have (removed in 11): keep them in FP32 in the ONNX graph itself (Cast nodes "
                              "around them), which a strongly typed network builds as written")
         trt = self.trt

@@ -54,6 +54,8 @@ class SupportChecker:
 
     api: str = API_V1
     version: Optional[str] = None
+    product: str = "TensorRT"  # or "TensorRT-RTX"
+    notes: Sequence[str] = ()  # what the report should say about this library
 
     def check(self, model) -> SupportCheck:  # pragma: no cover - interface
         raise NotImplementedError
@@ -111,6 +113,7 @@ class CapabilityReport:
     rows: List[SummaryRow]
     api: str = API_V1
     tensorrt_version: Optional[str] = None
+    product: str = "TensorRT"
     model_path: Optional[str] = None
     out_dir: Optional[str] = None
     notes: List[str] = field(default_factory=list)
@@ -121,7 +124,8 @@ class CapabilityReport:
 
     def to_dict(self) -> Dict[str, Any]:
         return {
-            "model": self.model_path, "tensorrt_version": self.tensorrt_version, "api": self.api,
+            "model": self.model_path, "product": self.product, "tensorrt_version": self.tensorrt_version,
+            "api": self.api,
             "fully_supported": self.fully_supported, "num_nodes": self.num_nodes,
             "num_unsupported_nodes": len(self.unsupported_nodes), "out_dir": self.out_dir,
             "summary": [r.to_dict() for r in self.rows],
@@ -273,11 +277,12 @@ def analyze_capability(model, checker: SupportChecker, *, graph=None, max_depth:
     by_name = {n.name: n for n in graph.nodes}
     file_names = [n.name for n in model.graph.node]
 
-    say("checking the model with the TensorRT ONNX parser")
+    product = getattr(checker, "product", "TensorRT")
+    say(f"checking the model with the {product} ONNX parser")
     top = checker.check(model)
     report = CapabilityReport(fully_supported=False, num_nodes=len(order), supported=[], unsupported=[], rows=[],
                               api=getattr(checker, "api", API_V1), tensorrt_version=getattr(checker, "version", None),
-                              notes=notes)
+                              product=product, notes=notes + list(getattr(checker, "notes", ())))
     if top.supported:
         report.fully_supported = True
         ins, outs = subgraph_io(graph, order)
@@ -478,11 +483,12 @@ def subgraphs_from_parser(parser) -> List[Tuple[List[int], bool]]:
     return [([int(i) for i in parser.get_subgraph_nodes(i)], bool(parser.is_subgraph_supported(i))) for i in range(count)]
 
 
-def tensorrt_checker(*, verbose: bool = False) -> SupportChecker:
-    """The real checker: TensorRT's ONNX parser (``supports_model_v2`` where present)."""
+def tensorrt_checker(*, verbose: bool = False, module: str = "tensorrt") -> SupportChecker:
+    """The real checker: the ONNX parser of ``module`` (``tensorrt`` or ``tensorrt_rtx``; ``supports_model_v2``
+    where present)."""
     from trtdebug.runners.tensorrt.compat import import_tensorrt
 
-    return _TrtChecker(import_tensorrt(), verbose=verbose)
+    return _TrtChecker(import_tensorrt(module), verbose=verbose)
 
 
 class _TrtChecker(SupportChecker):
@@ -495,12 +501,14 @@ class _TrtChecker(SupportChecker):
         self.trt = trt
         self.features = compat.detect(trt)
         self.version = self.features.version
+        self.product = self.features.product
+        self.notes = [n for n in compat.backend_notes(self.features) if "timing cache" not in n]
         if self.features.supports_model_v2:  # 10.1+, the only one on 11.x
             self.api = API_V2
         elif self.features.supports_model:  # 8.x - 10.x
             self.api = API_V1
         else:
-            raise BackendError(f"TensorRT {self.version}'s ONNX parser has neither supports_model_v2 nor supports_model")
+            raise BackendError(f"{self.features.label}'s ONNX parser has neither supports_model_v2 nor supports_model")
         self.logger = shared_logger(trt, verbose=verbose)
         try:
             self.builder = trt.Builder(self.logger)

@@ -1,6 +1,9 @@
-"""The one place that knows how TensorRT versions differ.
+"""The one place that knows how TensorRT versions - and TensorRT-RTX - differ.
 
-Every difference between TensorRT 8.6, 10.x and 11.x is detected *by name* (``hasattr`` on
+Two Python modules implement the API: ``tensorrt`` (TensorRT 8.6, 10.x, 11.x) and ``tensorrt_rtx``
+(TensorRT for RTX, the TensorRT 11 style API with just-in-time kernels); :func:`import_tensorrt` is
+where either is imported, chosen by the user (``TrtBuildConfig.module``, ``--trt-rtx``).
+Every difference between them is detected *by name* (``hasattr`` on
 the module, its enums and its classes), never by version number or enum integer, so a
 point release that adds or drops an API is handled the day it ships.  Every function takes
 the ``trt`` module as an argument: the unit tests pass small fake modules, so CI (which has
@@ -33,33 +36,52 @@ debug tensors (10.0+)                 ``INetworkDefinition.mark_debug`` + ``trt.
 unfused debug tensors (10.12+)        ``INetworkDefinition.mark_unfused_tensors_as_debug_tensors``
 capability query                      ``OnnxParser.supports_model_v2`` (10.1+; 10.3 is the
                                       first snapshotted) / ``supports_model`` (gone in 11)
+kernels compiled just in time at the  ``IRuntimeConfig.create_runtime_cache`` + ``IRuntimeCache``
+first inference, kept in a runtime    (TensorRT-RTX); the timing cache then has no effect
+cache (RTX)                           (RTX accepts its calls as no-ops) and is not used
+builds without a GPU, for chosen      ``IBuilderConfig.set_compute_capability`` +
+compute capabilities (RTX)            ``ComputeCapability`` (its ``SM<nn>`` members)
+"can this engine run here?" (RTX)     ``Runtime.get_engine_validity`` + ``EngineValidity``
 ====================================  ===================================================
 
 ``tests/test_trt_api_surfaces.py`` checks this table against the API of every snapshotted release.
 """
 from __future__ import annotations
 
+import importlib
 import logging
+import re
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from trtdebug.errors import BackendError, UsageError, missing_dependency
+from trtdebug.errors import BackendError, BackendUnavailableError, UsageError, missing_dependency
 
 log = logging.getLogger(__name__)
 
 
-def import_tensorrt():
-    """Import ``tensorrt`` or raise BackendUnavailableError with the install hint."""
-    try:
-        import tensorrt as trt  # noqa: WPS433 - imported where used, by design
-    except ImportError as exc:
-        raise missing_dependency("tensorrt", "trt", what="TensorRT") from exc
-    except OSError as exc:  # the wheel is there but a shared library (libnvinfer, CUDA) is not
-        from trtdebug.errors import BackendUnavailableError
+# module name -> (product name, pip package, trtdebug extra)
+MODULES = {"tensorrt": ("TensorRT", "tensorrt", "trt"), "tensorrt_rtx": ("TensorRT-RTX", "tensorrt-rtx", "rtx")}
 
-        raise BackendUnavailableError(f"TensorRT is installed but cannot be loaded: {exc}") from exc
+
+def import_tensorrt(module: str = "tensorrt"):
+    """Import ``module`` (``tensorrt`` or ``tensorrt_rtx``): the only place either is imported.
+
+    Missing -> BackendUnavailableError with the install command; an unknown name -> UsageError.
+    """
+    if module not in MODULES:
+        raise UsageError(f"unknown TensorRT module {module!r}; choose one of {', '.join(MODULES)}")
+    what, package, extra = MODULES[module]
+    try:
+        trt = importlib.import_module(module)
+    except ImportError as exc:
+        if extra == "trt":  # NVIDIA's index is needed: the extra is the one command that works
+            raise missing_dependency(package, extra, what=what) from exc
+        raise BackendUnavailableError(f"{what} is not available: {package} is not installed "
+                                      f"(pip install {package}, or pip install 'trtdebug[{extra}]')") from exc
+    except OSError as exc:  # the wheel is there but a shared library (libnvinfer, CUDA) is not
+        raise BackendUnavailableError(f"{what} is installed but cannot be loaded: {exc}") from exc
     return trt
 
 
@@ -84,6 +106,7 @@ class Features:
     """What the installed TensorRT offers, found by name."""
 
     version: str
+    product: str  # "TensorRT" or "TensorRT-RTX" (from the module's name), for messages
     explicit_batch_flag: bool  # the network must be created with EXPLICIT_BATCH (8.x)
     strongly_typed: bool  # STRONGLY_TYPED network creation flag exists
     weak_typing: bool  # precision builder flags exist (False on 11.x)
@@ -111,6 +134,10 @@ class Features:
     layer_metadata: bool  # ILayer.metadata ("[ONNX Layer: ...]")
     engine_inspector: bool
     tensor_profile_shape: bool  # ICudaEngine.get_tensor_profile_shape (name-based)
+    runtime_cache: bool  # kernels compiled just in time at the first inference, into an IRuntimeCache (RTX)
+    engine_validity: bool  # Runtime.get_engine_validity: ask whether an engine can run here before loading it
+    # Compute capabilities the builder can target ahead of time ("8.6", ...; RTX): it builds without a GPU.
+    compute_capabilities: Tuple[str, ...] = ()
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -119,6 +146,22 @@ class Features:
     def strong_typing_required(self) -> bool:
         """True on TensorRT 11: weak-typing precision flags are gone, networks are strongly typed."""
         return self.strongly_typed and not self.weak_typing
+
+    @property
+    def label(self) -> str:
+        """``TensorRT 10.8.0.43`` / ``TensorRT-RTX 1.7.1.116``: how messages name this library."""
+        return f"{self.product} {self.version}"
+
+    @property
+    def timing_cache_effective(self) -> bool:
+        """A timing cache speeds up later builds; not where kernels are compiled at run time (RTX, whose
+        timing-cache calls are accepted but do nothing - its own deprecation warning says so)."""
+        return self.timing_cache and not self.runtime_cache
+
+    @property
+    def builds_without_gpu(self) -> bool:
+        """The builder targets compute capabilities chosen ahead of time, so building needs no GPU (RTX)."""
+        return bool(self.compute_capabilities)
 
 
 def detect(trt) -> Features:
@@ -134,6 +177,7 @@ def detect(trt) -> Features:
     int8 = _has(flags, "INT8")
     return Features(
         version=str(getattr(trt, "__version__", "unknown")),
+        product=MODULES.get(str(getattr(trt, "__name__", "")).split(".")[0], MODULES["tensorrt"])[0],
         # 10.x keeps the EXPLICIT_BATCH enum (deprecated, ignored) but dropped implicit batch and with it
         # IBuilder.max_batch_size; setting the flag there would be harmless, merely noisy.
         explicit_batch_flag=_has(ncf, "EXPLICIT_BATCH") and _has(_attr(trt, "Builder"), "max_batch_size"),
@@ -165,7 +209,33 @@ def detect(trt) -> Features:
         layer_metadata=_has(_attr(trt, "ILayer"), "metadata"),
         engine_inspector=_has(engine_cls, "create_engine_inspector") and _has(trt, "LayerInformationFormat", "JSON"),
         tensor_profile_shape=_has(engine_cls, "get_tensor_profile_shape"),
+        runtime_cache=_has(trt, "IRuntimeCache") and _has(_attr(trt, "IRuntimeConfig"), "create_runtime_cache"),
+        engine_validity=_has(_attr(trt, "Runtime"), "get_engine_validity") and _has(trt, "EngineValidity", "VALID"),
+        compute_capabilities=_target_compute_capabilities(trt, config_cls),
     )
+
+
+def _target_compute_capabilities(trt, config_cls) -> Tuple[str, ...]:
+    """``("7.5", "8.0", ...)`` from ``ComputeCapability.SM75...`` where the builder can target them."""
+    if not _has(config_cls, "set_compute_capability"):
+        return ()
+    digits = [m.group(1) for m in (re.fullmatch(r"SM(\d\d+)", n) for n in dir(_attr(trt, "ComputeCapability"))) if m]
+    return tuple(f"{major}.{minor}" for major, minor in sorted((int(d[:-1]), int(d[-1])) for d in digits))
+
+
+def backend_notes(features: Features) -> List[str]:
+    """What users must know about this library's behaviour, in plain words (for runner and report notes)."""
+    notes = []
+    if features.runtime_cache:
+        notes.append(f"{features.product} compiles its kernels just in time on the GPU at the first inference (the "
+                     "first run's time includes that compilation) and keeps them in a runtime cache")
+    if features.timing_cache and not features.timing_cache_effective:
+        notes.append(f"{features.product} has no timing cache (its timing-cache calls do nothing): --timing-cache "
+                     "and the persistent cache are not used")
+    if features.builds_without_gpu:
+        notes.append(f"{features.product} builds without a GPU; its engines run only on GPUs of compute capability "
+                     + ", ".join(features.compute_capabilities) + " (the builder's targets)")
+    return notes
 
 
 # -- network creation ------------------------------------------------------------------------
@@ -179,7 +249,7 @@ def network_flags(trt, features: Features, *, strongly_typed: bool) -> int:
     if strongly_typed:
         if not features.strongly_typed:
             raise UsageError(f"--strongly-typed needs TensorRT 9.1 or newer (STRONGLY_TYPED networks); "
-                             f"this is TensorRT {features.version}")
+                             f"this is {features.label}")
         flags |= 1 << int(ncf.STRONGLY_TYPED)
     return flags
 
@@ -215,7 +285,7 @@ def apply_precision_flags(trt, config, features: Features, build) -> List[str]:
     if tf32 is not None:
         if not features.tf32_flag:
             if tf32:
-                raise UsageError(f"--tf32 is not available on TensorRT {features.version} (no BuilderFlag.TF32)")
+                raise UsageError(f"--tf32 is not available on {features.label} (no BuilderFlag.TF32)")
             notes.append("TF32 flag not present in this TensorRT; --no-tf32 has no effect")
         elif tf32:
             config.set_flag(trt.BuilderFlag.TF32)
@@ -227,11 +297,11 @@ def apply_precision_flags(trt, config, features: Features, build) -> List[str]:
 
 def _missing_precision_message(attr: str, features: Features) -> str:
     if features.strong_typing_required:
-        return (f"--{attr} is not available on TensorRT {features.version}: TensorRT 11 removed the FP16/BF16/INT8 "
-                "builder flags and builds strongly typed networks only. Convert the model to the precision you want "
-                "first (e.g. ModelOpt AutoCast for FP16/BF16, Q/DQ nodes for INT8) and build it as is, or use "
+        return (f"--{attr} is not available on {features.label}: it has no FP16/BF16/INT8 builder flags (removed in "
+                "TensorRT 11, absent in TensorRT-RTX) and builds strongly typed networks only. Convert the model to the "
+                "precision you want first (e.g. ModelOpt AutoCast for FP16/BF16, Q/DQ nodes for INT8) and build it as is, or use "
                 "trtdebug's precision tools to find which layers need FP32.")
-    return f"--{attr} is not available on TensorRT {features.version} (no BuilderFlag.{attr.upper()})"
+    return f"--{attr} is not available on {features.label} (no BuilderFlag.{attr.upper()})"
 
 
 def precision_constraint_flag(trt, features: Features):
@@ -294,7 +364,7 @@ def enable_editable_timing_cache(trt, config, features: Features) -> bool:
 
 def require_name_based_io(features: Features) -> None:
     if not features.name_based_io:
-        raise BackendError(f"TensorRT {features.version} lacks the name-based I/O API (execute_async_v3); "
+        raise BackendError(f"{features.label} lacks the name-based I/O API (execute_async_v3); "
                            "trtdebug needs TensorRT 8.6 or newer")
 
 

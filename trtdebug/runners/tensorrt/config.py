@@ -22,6 +22,9 @@ class Profile:
 
 @dataclass(frozen=True)
 class TrtBuildConfig:
+    # The Python module that is TensorRT: "tensorrt", or "tensorrt_rtx" (TensorRT for RTX: builds without a
+    # GPU, runs on the compute capabilities it targets; see compat.py for how the two differ).
+    module: str = "tensorrt"
     fp16: bool = False
     bf16: bool = False
     int8: bool = False

@@ -6,13 +6,14 @@ profiling verbosity); it is kept raw here, the inspector module maps it to ONNX 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
 import numpy as np
 
-from trtdebug.errors import BackendError, ModelLoadError
+from trtdebug.errors import BackendError, BackendUnavailableError, ModelLoadError
 from trtdebug.runners.tensorrt import compat
 from trtdebug.util.files import write_bytes_atomic
 
@@ -41,8 +42,16 @@ def read_engine_file(path) -> bytes:
 
 
 def deserialize(trt, logger, data: bytes, *, what: str = "engine"):
-    """An ICudaEngine from bytes; failure (other TensorRT version, other GPU, corrupt file) -> BackendError."""
+    """An ICudaEngine from bytes; failure (other TensorRT version, other GPU, corrupt file) -> BackendError.
+
+    Where TensorRT can say beforehand whether the engine runs here (RTX), that is asked first: no
+    usable GPU, or one of a compute capability the library does not support, is a one-line
+    BackendUnavailableError saying which.
+    """
     runtime = trt.Runtime(logger)
+    features = compat.detect(trt)
+    if features.engine_validity:
+        require_runnable(trt, runtime, logger, data, features, what=what)
     logger.messages.mark()
     try:
         engine = runtime.deserialize_cuda_engine(data)
@@ -53,6 +62,58 @@ def deserialize(trt, logger, data: bytes, *, what: str = "engine"):
                            + logger.messages.error_text("deserialization failed (built by another TensorRT version "
                                                         "or for another GPU?)"))
     return runtime, engine
+
+
+# EngineInvalidityDiagnostics member -> what it means for the user, most specific first
+_DIAGNOSTICS = (
+    ("UNSUPPORTED_CC", None),  # worded with the compute capability, below
+    ("OLD_CUDA_DRIVER", "the NVIDIA driver is missing or too old"),
+    ("OLD_CUDA_RUNTIME", "the CUDA runtime is too old"),
+    ("INSUFFICIENT_GPU_MEMORY", "not enough free GPU memory"),
+    ("VERSION_MISMATCH", "the engine was built by another version"),
+    ("MALFORMED_ENGINE", "the engine data is malformed"),
+    ("CUDA_ERROR", "no usable CUDA device"),
+)
+
+
+def require_runnable(trt, runtime, logger, data: bytes, features: compat.Features, *, what: str = "engine") -> None:
+    """Raise, in one line, why ``data`` cannot run here (``Runtime.get_engine_validity``; RTX)."""
+    logger.messages.mark()
+    try:
+        validity, diagnostics = runtime.get_engine_validity(data)
+    except Exception:  # noqa: BLE001 - the check is advisory; deserializing reports the real failure
+        logger.messages.mark()
+        return
+    if compat.enum_name(validity) != "INVALID":
+        return
+    bits = int(diagnostics)
+    reasons = []
+    for member, text in _DIAGNOSTICS:
+        value = getattr(getattr(trt, "EngineInvalidityDiagnostics", None), member, None)
+        if value is not None and bits & int(value):
+            reasons.append(text or _unsupported_cc(features, logger.messages.errors()))
+    logged = "; ".join(_one_line(m) for m in dict.fromkeys(logger.messages.errors()))
+    if not reasons:  # no diagnostic bit: TensorRT could not even query the GPU
+        reasons.append("no usable CUDA device")
+    line = f"{features.label} cannot run the {what} here: {', '.join(reasons)}"
+    if logged:
+        line += f" ({logged})"
+    cls = ModelLoadError if reasons == ["the engine data is malformed"] else BackendUnavailableError
+    raise cls(line)
+
+
+def _unsupported_cc(features: compat.Features, logged: List[str]) -> str:
+    text = " ".join(logged)
+    found = re.search(r"compute capability \(?(\d+\.\d+)", text)
+    head = f"compute capability {found.group(1)}" if found else "this GPU's compute capability"
+    targets = ""
+    if features.compute_capabilities and "supported" not in text:  # TensorRT's own list wins when it gives one
+        targets = f" (its targets: {', '.join(features.compute_capabilities)})"
+    return f"{head} is not supported by {features.product}{targets}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 @dataclass(frozen=True)

@@ -85,18 +85,21 @@ def parser_issue(error) -> ParserIssue:
 
 
 def resolve_issue(issue: ParserIssue, model) -> ParserIssue:
-    """Fill node name and op from the node index of the checked model."""
+    """Fill node name and op from the checked model: by node index, else by node name.
+
+    The parser's ``node_operator()`` is the bare op type; the model's node adds its domain
+    (``com.example::MyOp``), which is what tells a custom op from a standard one.
+    """
     nodes = model.graph.node
     name, op = issue.node_name, issue.op
+    node = None
     if issue.node_index is not None and 0 <= issue.node_index < len(nodes):
         node = nodes[issue.node_index]
+    elif name:
+        node = next((n for n in nodes if n.name == name), None)
+    if node is not None:
         name = name or node.name
-        op = op or op_label(node)
-    elif name and not op:
-        for node in nodes:
-            if node.name == name:
-                op = op_label(node)
-                break
+        op = op_label(node) if not op or op == node.op_type else op
     if (name, op) == (issue.node_name, issue.op):
         return issue
     return ParserIssue(desc=issue.desc, code=issue.code, node_index=issue.node_index, node_name=name, op=op, func=issue.func)

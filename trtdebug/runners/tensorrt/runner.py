@@ -17,7 +17,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from trtdebug.errors import BackendError, FeedError, InferenceError
+from trtdebug.errors import BackendError, BackendUnavailableError, FeedError, InferenceError
 from trtdebug.model.graph import ModelGraph
 from trtdebug.model.surgery import OutputSelection
 from trtdebug.runners.base import Runner, TensorMeta
@@ -100,18 +100,20 @@ class TrtRunner(Runner):
 
     # -- activation ----------------------------------------------------------------------------
     def _activate(self) -> None:
-        from trtdebug.runners.tensorrt.cuda import get_cuda
         from trtdebug.runners.tensorrt.logger import shared_logger
 
-        trt = compat.import_tensorrt()
+        trt = compat.import_tensorrt(self._config.module)
         self._trt = trt
         self._features = compat.detect(trt)
         compat.require_name_based_io(self._features)
-        self._cuda = get_cuda()
         self._logger = shared_logger(trt, verbose=self._config.verbose)
-        self.extra.update({"tensorrt_version": self._features.version, "fused_boundaries": self._boundaries, "notes": []})
-        self._stream = self._cuda.stream_create()
+        self.extra.update({"tensorrt_version": self._features.version, "tensorrt_module": self._config.module,
+                           "fused_boundaries": self._boundaries, "notes": []})
+        for note in compat.backend_notes(self._features):
+            self._note(note)
         try:
+            if not self._features.builds_without_gpu:
+                self._require_cuda()  # the builder needs the GPU: say so before a long parse
             if self._engine_only:
                 self._activate_engine_file()
             else:
@@ -119,6 +121,14 @@ class TrtRunner(Runner):
         except BaseException:
             self._deactivate()
             raise
+
+    def _require_cuda(self) -> None:
+        """cuda-python and a device, once: before the build, or (where building needs no GPU) before running."""
+        if self._stream is None:
+            from trtdebug.runners.tensorrt.cuda import get_cuda
+
+            self._cuda = self._cuda or get_cuda()
+            self._stream = self._cuda.stream_create()
 
     def _activate_engine_file(self) -> None:
         path = Path(self._source)
@@ -192,7 +202,11 @@ class TrtRunner(Runner):
         if result.debug_tensors or result.unfused_debug:
             self.extra["debug_tensors"] = list(result.debug_tensors) if not result.unfused_debug else "unfused"
         self._unfused_debug = result.unfused_debug
-        self._load(result.engine_bytes)
+        try:
+            self._load(result.engine_bytes)
+        except BackendUnavailableError as exc:  # e.g. RTX: built here without a GPU, cannot run here
+            saved = f" and saved to {self._config.save_engine}" if self._config.save_engine else ""
+            raise BackendUnavailableError(f"{exc}; the engine was built{saved}") from exc
 
     def _build_boundaries(self, feed_shapes):
         """Build unmodified, find fused-layer boundaries, expose them (see boundaries.py)."""
@@ -231,6 +245,7 @@ class TrtRunner(Runner):
         self._release_engine()
         trt, f = self._trt, self._features
         self._runtime, self._engine = engine_mod.deserialize(trt, self._logger, data)
+        self._require_cuda()
         self._logger.messages.mark()
         self._context = self._engine.create_execution_context()
         if self._context is None:

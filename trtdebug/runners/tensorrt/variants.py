@@ -99,7 +99,7 @@ class NetworkVariants:
         if not b.features.layer_precision or strongly or compat.precision_constraint_flag(b.trt, b.features) is None:
             why = ("has no per-layer precision" if not b.features.layer_precision
                    else "builds strongly typed networks, which take every type from the model")
-            raise UsageError(f"cannot keep ONNX nodes in FP32 on TensorRT {b.features.version}: it {why}; keep them "
+            raise UsageError(f"cannot keep ONNX nodes in FP32 on {b.features.label}: it {why}; keep them "
                              "in FP32 in the ONNX graph instead (Cast to float32 around them) and build that model")
 
     def _keep_fp32(self, network, nodes: Sequence[str], notes: List[str]) -> List[Undo]:
