@@ -36,9 +36,11 @@ def _register() -> None:
     from trtdebug.cli import compare as _compare  # noqa: F401  (commands register on import)
     from trtdebug.cli import report as _report  # noqa: F401
     from trtdebug.cli import run as _run  # noqa: F401
+    from trtdebug.cli.debug import debug_app
     from trtdebug.cli.inspect import inspect_app
 
     app.add_typer(inspect_app, name="inspect")
+    app.add_typer(debug_app, name="debug")
 
 
 def main(argv=None) -> None:

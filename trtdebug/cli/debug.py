@@ -1,0 +1,113 @@
+"""``trtdebug debug reduce``: thin command over :func:`trtdebug.debug.reduce.reduce_model`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from trtdebug.cli import common
+from trtdebug.errors import UsageError
+
+debug_app = typer.Typer(
+    name="debug",
+    help="Find which piece of a model to blame: shrink a failing model to the nodes that fail.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@debug_app.command("reduce")
+def reduce_command(
+    model: Path = typer.Argument(..., metavar="MODEL.onnx", help="The failing ONNX model.", show_default=False),
+    out: Path = typer.Option(..., "--out", metavar="DIR", show_default=False,
+                             help="Repro bundle directory (new, empty, or an earlier reduce directory: its journal is resumed)."),
+    check: Optional[str] = typer.Option(None, "--check", metavar="CMD", show_default=False,
+                                        help="Command judging a candidate: {model}, {inputs} (.npz of its true inputs), "
+                                             "{reference} (its reference outputs) are filled in; non-zero exit = fails."),
+    fail_code: Optional[List[int]] = typer.Option(None, "--fail-code", help="Only these exit codes of --check mean 'fails' (repeatable)."),
+    fail_regex: Optional[List[str]] = typer.Option(None, "--fail-regex", help="--check fails only if its output matches (repeatable)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Built-in accuracy oracle: onnxrt or trt, compared with the true values."),
+    onnxrt_fails: bool = typer.Option(False, "--onnxrt-fails", help="Built-in oracle: ONNX Runtime cannot load or run the candidate."),
+    trt_build_fails: bool = typer.Option(False, "--trt-build-fails", help="Built-in oracle: TensorRT cannot parse or build the candidate."),
+    load_outputs: Optional[Path] = typer.Option(None, "--load-outputs", metavar="DIR", show_default=False,
+                                                help="Saved --mark-all outputs to use as true values (needs --load-inputs)."),
+    load_inputs: Optional[Path] = typer.Option(None, "--load-inputs", help="Inputs (.npz or Polygraphy JSON), every iteration."),
+    input_shapes: Optional[List[str]] = typer.Option(None, "--input-shapes", help="Freeze dynamic inputs: NAME:[dims] (repeatable)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", min=1, help="Number of input sets (default 1, or every loaded set)."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed for synthetic inputs."),
+    atol: Optional[List[str]] = typer.Option(None, "--atol", help="Absolute tolerance: VALUE or NAME:VALUE (repeatable)."),
+    rtol: Optional[List[str]] = typer.Option(None, "--rtol", help="Relative tolerance: VALUE or NAME:VALUE (repeatable)."),
+    check_error_stat: str = typer.Option("elemwise", "--check-error-stat", help="elemwise, max, mean, median or quantile."),
+    timeout: float = typer.Option(600.0, "--timeout", min=1, help="Seconds per candidate before it counts as a hang."),
+    on_crash: str = typer.Option("skip", "--on-crash", help="A crash or hang of a candidate means: skip (no answer) or bad (fails)."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Judge candidates in parallel, one worker per GPU id: 0,1."),
+    find_all: bool = typer.Option(False, "--all", help="Keep searching after the first culprit set, for independent ones."),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="Ask a flaky oracle this many times per candidate (one failure counts)."),
+    no_fold: bool = typer.Option(False, "--no-fold", help="Do not fold constants first."),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.json", show_default=False, help="Also write the report here."),
+    verbose: bool = common.VERBOSE,
+) -> None:
+    """Shrink MODEL to the smallest set of nodes that still fails, and write a repro bundle to DIR."""
+    from trtdebug.api import make_tolerances
+    from trtdebug.debug import oracle as oracles
+    from trtdebug.debug.reduce import reduce_model
+    from trtdebug.inputs.spec import parse_input_shapes
+
+    common.check_choice(on_crash, ("skip", "bad"), "--on-crash")
+    chosen = [flag for flag, on in (("--check", check), ("--backend", backend), ("--onnxrt-fails", onnxrt_fails),
+                                    ("--trt-build-fails", trt_build_fails)) if on]
+    if len(chosen) != 1:
+        raise UsageError("give exactly one oracle: --check CMD, --backend onnxrt|trt, --onnxrt-fails or --trt-build-fails"
+                         + (f" (got {', '.join(chosen)})" if chosen else ""))
+    if (fail_code or fail_regex) and not check:
+        raise UsageError("--fail-code and --fail-regex apply to --check")
+    kw = {"timeout": timeout, "on_crash": on_crash}
+    if check:
+        oracle = oracles.CommandOracle(check, fail_codes=fail_code or (), fail_regex=fail_regex or (), **kw)
+    elif backend:
+        common.check_choice(backend, ("onnxrt", "trt"), "--backend")
+        make_tolerances(atol, rtol, check_error_stat)
+        oracle = oracles.AccuracyOracle(backend, atol=atol, rtol=rtol, check_error_stat=check_error_stat, **kw)
+    elif onnxrt_fails:
+        oracle = oracles.OnnxRuntimeFails(**kw)
+    else:
+        oracle = oracles.TrtBuildFails(**kw)
+    device_ids = _devices(devices)
+
+    err = common.stderr_console()
+    with err.status("reducing") as status:
+        def progress(p) -> None:
+            per = f", {p.seconds_per_call:.1f}s per oracle call" if p.seconds_per_call is not None else ""
+            status.update(f"step {p.step} of about {p.estimate} ({p.phase}): {p.region}{per}")
+            if verbose:
+                err.print(f"step {p.step} of about {p.estimate} ({p.phase}): {p.region}{per}", markup=False)
+
+        result = reduce_model(model, out, oracle=oracle, inputs=load_inputs,
+                              input_shapes=parse_input_shapes(input_shapes or []) or None, iterations=iterations,
+                              seed=seed, load_outputs=load_outputs, fold=not no_fold, devices=device_ids,
+                              find_all=find_all, repeat=repeat, report=report, on_progress=progress,
+                              on_status=status.update)
+    data = result.report
+    console = common.stdout_console()
+    console.print(f"culprit node(s): {', '.join(f'{n} ({op})' for n, op in zip(data['culprit_nodes'], data['culprit_ops']))}",
+                  markup=False)
+    console.print(f"{data['candidates']} nodes searched with {data['oracle_calls']} oracle call(s)"
+                  + (f" ({data['reused_verdicts']} answers reused from the journal)" if data["reused_verdicts"] else "")
+                  + f" in {data['seconds']:.1f}s", markup=False)
+    console.print(f"minimal model: {result.minimal_model}", markup=False)
+    console.print(f"reproduce: {result.out / 'repro.sh'}  ({data['repro']})", markup=False)
+
+
+def _devices(text: Optional[str]):
+    if not text:
+        return None
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--devices takes GPU ids separated by commas, e.g. 0,1 (got {text!r})") from None
+    if not ids or len(set(ids)) != len(ids):
+        raise UsageError(f"--devices: give distinct GPU ids, e.g. 0,1 (got {text!r})")
+    return ids
