@@ -264,3 +264,36 @@ def test_reduce_without_true_values_on_two_workers(tmp_path):
     assert not (tmp_path / "out" / "inputs.npz").exists() and "python" in result.repro
     bisect = [s for s in result.report["steps"] if s["phase"] == "bisect"]
     assert len(bisect) % 2 == 0  # both halves judged at once at every level
+
+
+def _fp16_overflow_model(path):
+    """x -> MatMul -> Mul(12) -> Exp -> Log -> MatMul -> y: exact in FP32; Exp's values pass 65504, FP16's max."""
+    rng = np.random.default_rng(0)
+    w1 = onnx.numpy_helper.from_array((rng.standard_normal((256, 256)) * 0.2).astype(np.float32), "w1")
+    w2 = onnx.numpy_helper.from_array((rng.standard_normal((256, 256)) * 0.05).astype(np.float32), "w2")
+    k = onnx.numpy_helper.from_array(np.array(12.0, np.float32), "k")
+    nodes = [onnx.helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             onnx.helper.make_node("Mul", ["h", "k"], ["hk"], name="amplify"),
+             onnx.helper.make_node("Exp", ["hk"], ["e"], name="exp"),
+             onnx.helper.make_node("Log", ["e"], ["l"], name="log"),
+             onnx.helper.make_node("MatMul", ["l", "w2"], ["y"], name="fc2")]
+    graph = onnx.helper.make_graph(nodes, "overflow", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [256, 256])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [256, 256])], [w1, w2, k])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.gpu
+def test_reduce_with_the_tensorrt_fp16_oracle_names_the_overflowing_node(tmp_path):
+    """TensorRT FP16 against ONNX Runtime: the minimal failing subgraph is where values leave FP16's range."""
+    from trtdebug.debug.oracle import AccuracyOracle
+    from trtdebug.debug.reduce import reduce_model
+
+    model = _fp16_overflow_model(tmp_path / "overflow.onnx")
+    oracle = AccuracyOracle("trt", atol=1e-2, rtol=1e-2, trt_options={"fp16": True, "builder_optimization_level": 0})
+    result = reduce_model(model, tmp_path / "out", oracle=oracle, report=tmp_path / "r.json")
+    report = json.loads((tmp_path / "r.json").read_text())
+    print("culprits", report["culprit_nodes"], "oracle calls", report["oracle_calls"], "seconds", report["seconds"])
+    assert len(report["culprit_nodes"]) == 1 and report["culprit_nodes"][0] in ("exp", "log")
+    assert report["oracle_calls"] <= 2 * 3 + 3  # 5 candidates: log2(5) < 3
+    assert (tmp_path / "out" / "minimal.onnx").exists() and result is not None
