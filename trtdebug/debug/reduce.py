@@ -65,7 +65,7 @@ class _SubgraphJudge:
             return Case(str(model_path))
         from trtdebug.debug.subgraph import true_values
         from trtdebug.inputs.io import save_inputs
-        from trtdebug.results import INDEX, OutputStore, RunResult, TensorSet
+        from trtdebug.results import OutputStore, RunResult, TensorSet, outputs_dir_problem
         from trtdebug.util.files import atomic_directory
 
         inputs, outputs = self.cutter.boundary(self.cutter.closure(names))
@@ -73,7 +73,7 @@ class _SubgraphJudge:
         result = RunResult(runner="reference", iterations=[
             TensorSet({o: ref[o] for o in outputs if o in ref}) for ref in self.reference[:len(self.feeds)]])
         ref_dir = where / "reference"
-        with atomic_directory(ref_dir, marker=INDEX) as staging:
+        with atomic_directory(ref_dir, owned=outputs_dir_problem) as staging:
             store = OutputStore(staging, graph=ModelGraph(sub), model_path=str(model_path))
             store.add(result)
             store.write_index()
@@ -111,14 +111,14 @@ def reduce_model(
     import trtdebug
     from trtdebug.debug.subgraph import Cutter, sanitize
     from trtdebug.model import load_model, save_model
-    from trtdebug.util.files import refuse_to_overwrite_inputs, write_text_atomic
+    from trtdebug.util.files import check_output_paths, write_text_atomic
 
     status = on_status or (lambda msg: None)
     start = time.perf_counter()
     out = Path(out)
     _check_out(out)
-    refuse_to_overwrite_inputs([out / REPORT, out / "minimal.onnx", report],
-                               [model, inputs if isinstance(inputs, (str, os.PathLike)) else None, load_outputs])
+    check_output_paths({"--out": out, "--report": report},
+                       [model, inputs if isinstance(inputs, (str, os.PathLike)) else None, load_outputs])
     if load_outputs is not None and inputs is None:
         raise UsageError("--load-outputs needs --load-inputs: the inputs those outputs were computed from")
 
