@@ -40,3 +40,10 @@ def test_paddle_net_exercises_the_batchnorm_bug():
 
     fixed = ReferenceEvaluator(model, new_ops=overridden_ops()).run(None, feed, intermediate=True)[bn]
     assert np.abs(upstream - fixed).max() > 1e-2
+
+
+def test_overrides_are_named_only_at_the_opsets_where_onnx_reference_is_wrong():
+    from trtdebug.runners.reference_ops import overrides_in
+
+    assert [op for op, _ in overrides_in(zoo.paddle_conv_net())] == ["BatchNormalization", "Softmax"]  # opset 11
+    assert overrides_in(zoo.transformer()) == []  # opset 17: Softmax-13 is right upstream

@@ -147,8 +147,17 @@ class LRN(_VersionedOp):
         return ((x / (bias + (alpha / size) * square_sum) ** beta).astype(x.dtype),)
 
 
+# The default-domain opsets at which onnx.reference's own op is wrong (every opset when absent): the
+# replacement computes the others too, but only these are worth telling the user about.
+WRONG_OPSETS: Dict[str, Tuple[int, int]] = {
+    "BatchNormalization": (7, 13), "Softmax": (1, 12), "LogSoftmax": (1, 12), "Hardmax": (1, 12),
+}
+
+
 def overrides_in(model) -> List[Tuple[str, str]]:
-    """(op, why) for the overridden ops this model actually uses, main graph and subgraphs."""
+    """(op, why) for the overridden ops this model uses (main graph and subgraphs) at an opset where
+    onnx.reference gets them wrong."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     used = set()
 
     def walk(graph):
@@ -160,4 +169,8 @@ def overrides_in(model) -> List[Tuple[str, str]]:
                     walk(g)
 
     walk(model.graph)
-    return [(op, why) for op, why in OVERRIDES.items() if op in used]
+    def wrong_here(op: str) -> bool:
+        lo, hi = WRONG_OPSETS.get(op, (0, opset))
+        return lo <= opset <= hi
+
+    return [(op, why) for op, why in OVERRIDES.items() if op in used and wrong_here(op)]
