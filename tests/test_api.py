@@ -113,3 +113,16 @@ def test_import_trtdebug_is_light():
     code = "import sys, trtdebug; print(sorted(m for m in ('numpy', 'onnx', 'onnxruntime', 'tensorrt', 'typer') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_run_against_saved_outputs_reuses_their_recorded_inputs(conv, tmp_path):
+    """The usual loop: save a reference once (any seed), then compare later runs against it without
+    passing the inputs again; different inputs given explicitly are refused."""
+    from trtdebug.errors import InputsDifferError
+
+    trtdebug.run(conv, backends=["ref"], mark_all=True, seed=5, save_outputs=tmp_path / "ref").close()
+    with trtdebug.run(conv, backends=["onnxrt"], mark_all=True, load_outputs=[tmp_path / "ref"],
+                      atol=1e-4, rtol=1e-4) as outcome:
+        assert outcome.passed and any("recorded" in n for n in outcome.notes)
+    with pytest.raises(InputsDifferError, match="different inputs"):
+        trtdebug.run(conv, backends=["onnxrt"], seed=6, load_outputs=[tmp_path / "ref"])

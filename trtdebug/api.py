@@ -129,8 +129,9 @@ def run(
     ``model``: an ONNX path or ``onnx.ModelProto``, or a serialized TensorRT engine (``.engine``,
     ``.plan``, ``.trt``) for ``backends=("trt",)``.  ``backends``: ``"ref"`` (onnx.reference, the
     CPU golden), ``"onnxrt"``, ``"trt"``, in the order given; saved outputs in ``load_outputs``
-    come first and so are the reference.  ``inputs``: None for seeded synthetic inputs, a path
-    (``.npz``, Polygraphy JSON, or a trtdebug outputs directory), or feeds in memory.
+    come first and so are the reference.  ``inputs``: a path (``.npz``, Polygraphy JSON, a trtdebug
+    outputs directory, ONNX test data) or feeds in memory; None means the inputs recorded with the
+    first of ``load_outputs`` that has them, else seeded synthetic inputs.
     TensorRT build options are ``trt_config`` (a :class:`~trtdebug.runners.tensorrt.TrtBuildConfig`)
     or its fields as keywords (``fp16=True``, ``tf32=False``, ``workspace="4G"``...).
     ``atol``/``rtol``: a number, or ``{tensor name: value}`` with an optional ``"*"`` default.
@@ -167,6 +168,12 @@ def run(
         graph = ModelGraph(onnx_model)
     loaded = [_load_outputs(p, model=graph) for p in load_outputs]
     _check_tensor_names(tolerances, graph)
+    notes: List[str] = []
+    recorded = next((lo for lo in loaded if lo.inputs_file is not None), None)
+    if inputs is None and recorded is not None and seed is None and not (val_range or input_ranges):
+        # the usual loop: compare against saved outputs on exactly the inputs they were made from
+        inputs = recorded.feeds()
+        notes.append(f"inputs: the ones recorded with {recorded.source}")
 
     # With fused boundaries TensorRT decides which tensors exist; the ONNX backends return them all
     # (cheap for them) so that every boundary tensor has a counterpart.
@@ -179,7 +186,6 @@ def run(
 
     feeds = _feeds(runners[0], graph, inputs, seed=seed, iterations=iterations, val_range=val_range,
                    input_ranges=input_ranges, input_shapes=input_shapes)
-    notes: List[str] = []
     if save_inputs is not None:
         from trtdebug.inputs.io import save_inputs as write_inputs
 
