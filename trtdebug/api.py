@@ -201,7 +201,7 @@ def run(
             return _make_runner(backend, onnx_model, graph, sel, providers=onnxrt_providers, trt_config=trt_config,
                                 trt_outputs=trt_outputs, trt_exclude_outputs=trt_exclude_outputs, fused_boundaries=False)
         outcome, plan = windows.run_windowed(
-            order, feeds, model=onnx_model, graph=graph, selection=selection, budget=budget,
+            order, feeds, Outcome(feeds=list(feeds)), model=onnx_model, graph=graph, selection=selection, budget=budget,
             make_runner=window_runner, loaded=loaded, tolerances=tolerances,
             stop_at_first_failure=stop_at_first_failure, save_outputs=save_outputs, record_inputs=record_inputs,
             model_path=str(model_path) if model_path else None, on_status=status)

@@ -248,17 +248,17 @@ def plan_windows(names: Sequence[str], sizes: Dict[str, Optional[int]], budget: 
 MakeRunner = Callable[[str, Any], Any]  # (backend, OutputSelection) -> Runner
 
 
-def run_windowed(backends: Sequence[str], feeds: Sequence[Feeds], *, model, graph, selection, budget: int,
+def run_windowed(backends: Sequence[str], feeds: Sequence[Feeds], outcome, *, model, graph, selection, budget: int,
                  make_runner: MakeRunner, loaded: Sequence[Any] = (), tolerances=None,
                  stop_at_first_failure: bool = False, save_outputs=None, record_inputs: bool = True,
                  model_path: Optional[str] = None, on_status=None):
-    """Run ``backends`` window by window into one output store; returns ``(Outcome, WindowPlan)``.
+    """Run ``backends`` window by window into one output store; fills ``outcome`` (an empty
+    :class:`trtdebug.api.Outcome`) and returns ``(outcome, WindowPlan)``.
 
-    The Outcome is what :func:`trtdebug.api.run_runners` returns for an unbounded run (one
+    The filled Outcome is what :func:`trtdebug.api.run_runners` returns for an unbounded run (one
     RunResult per backend, its tensors on disk), so the caller compares and reports as usual.
     ``loaded``: saved reference outputs (``--load-outputs``), read from disk, never held.
     """
-    from trtdebug.api import Outcome
     from trtdebug.model.surgery import OutputSelection, plan_outputs
     from trtdebug.results import OutputStore, RunResult, TensorSet, outputs_dir_problem
     from trtdebug.runners.onnx_common import OutputReport
@@ -268,7 +268,6 @@ def run_windowed(backends: Sequence[str], feeds: Sequence[Feeds], *, model, grap
     names, _ = plan_outputs(graph, selection)
     status("sizing tensors")
     plan = plan_windows(names, estimate_sizes(model, names, feeds), budget)
-    outcome = Outcome(feeds=list(feeds))
     references = [r for lo in loaded for r in lo.results]
     with contextlib.ExitStack() as stack:
         if save_outputs is not None:
