@@ -113,6 +113,8 @@ def run(
     trt_outputs: Sequence[str] = (),
     trt_exclude_outputs: Sequence[str] = (),
     fused_boundaries: bool = False,
+    max_memory: Union[None, int, str] = None,
+    stop_at_first_failure: bool = False,
     atol: Union[float, Mapping[str, float], None] = None,
     rtol: Union[float, Mapping[str, float], None] = None,
     check_error_stat: str = "elemwise",
@@ -152,6 +154,11 @@ def run(
     if "trt" not in order and (trt_outputs or trt_exclude_outputs or fused_boundaries):
         raise UsageError("--trt-outputs, --trt-exclude-outputs and --fused-boundaries apply to TensorRT only: "
                          "add --trt")
+    from trtdebug import windows
+
+    budget = windows.check_options(max_memory=max_memory, stop_at_first_failure=stop_at_first_failure,
+                                   is_engine=is_engine, fused_boundaries=fused_boundaries,
+                                   save_engine=getattr(trt_config, "save_engine", None))
     _check_input_options(inputs, seed=seed, val_range=val_range, input_ranges=input_ranges, iterations=iterations)
     tolerances = tolerances or make_tolerances(atol, rtol, check_error_stat, error_quantile)
     _check_artifact_paths(
@@ -192,8 +199,21 @@ def run(
         write_inputs(save_inputs, feeds)
         notes.append(f"inputs saved to {save_inputs}")
 
-    outcome = run_runners(runners, feeds, save_outputs=save_outputs, record_inputs=record_inputs, graph=graph,
-                          model_path=str(model_path) if model_path else None, on_status=status)
+    plan = None
+    if budget is not None and not windows.applies(selection):
+        notes.append(windows.NO_OP_NOTE)
+    elif budget is not None:
+        def window_runner(backend, sel):
+            return _make_runner(backend, onnx_model, graph, sel, providers=onnxrt_providers, trt_config=trt_config,
+                                trt_outputs=trt_outputs, trt_exclude_outputs=trt_exclude_outputs, fused_boundaries=False)
+        outcome, plan = windows.run_windowed(
+            order, feeds, Outcome(feeds=list(feeds)), model=onnx_model, graph=graph, selection=selection, budget=budget,
+            make_runner=window_runner, loaded=loaded, tolerances=tolerances,
+            stop_at_first_failure=stop_at_first_failure, save_outputs=save_outputs, record_inputs=record_inputs,
+            model_path=str(model_path) if model_path else None, on_status=status)
+    if plan is None:
+        outcome = run_runners(runners, feeds, save_outputs=save_outputs, record_inputs=record_inputs, graph=graph,
+                              model_path=str(model_path) if model_path else None, on_status=status)
     outcome.notes[:0] = notes
     outcome.results = [r for lo in loaded for r in lo.results] + outcome.results
     if len(outcome.results) < 2:
@@ -203,6 +223,8 @@ def run(
     meta = {"model": str(model_path) if model_path else None, "iterations": len(feeds), "mark_all": mark_all,
             "input_shapes": {n: list(a.shape) for n, a in feeds[0].items()} if feeds else {}, "seed": seed,
             "runners": {r.runner: r.extra for r in outcome.results}}
+    if plan is not None:
+        meta["windows"] = plan.as_meta()
     topology = _topology(graph, loaded)
     status("comparing")
     outcome.report = compare_results(outcome.results, tolerances=tolerances, topology=topology, meta=meta,

@@ -79,6 +79,13 @@ class TensorSet(Mapping[str, np.ndarray]):
     def set_file(self, name: str, rel: str) -> None:
         self._items[name] = rel
 
+    def subset(self, names) -> "TensorSet":
+        """The entries of ``names`` this set holds, in this set's order; files are shared, not copied."""
+        wanted = set(names)
+        out = TensorSet(root=self._root)
+        out._items = {n: v for n, v in self._items.items() if n in wanted}
+        return out
+
     def file_of(self, name: str) -> Optional[str]:
         item = self._items[name]
         return item if isinstance(item, str) else None

@@ -52,6 +52,8 @@ def run(
     trt_outputs: Optional[List[str]] = typer.Option(None, "--trt-outputs", help="Extra tensors to mark in TensorRT only (repeatable)."),
     trt_exclude_outputs: Optional[List[str]] = typer.Option(None, "--trt-exclude-outputs", help="Tensors not to mark in TensorRT (repeatable)."),
     fused_boundaries: bool = typer.Option(False, "--fused-boundaries", help="TensorRT: compare only tensors at fused-layer boundaries of the unmodified engine, keeping its fusions."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="With --mark-all: mark tensors in windows (topological order) whose activations fit this size, e.g. 8G; one session/engine per window."),
+    stop_at_first_failure: bool = typer.Option(False, "--stop-at-first-failure", help="With --max-memory: stop after the first window holding a failing tensor."),
     verbose: bool = common.VERBOSE,
     *,
     opts: common.ComparisonOptions,
@@ -86,7 +88,8 @@ def run(
                                    save_engine=save_engine, verbose=verbose,
                                    module="tensorrt_rtx" if trt_rtx else "tensorrt") if trt else None,
             trt_outputs=trt_outputs or (), trt_exclude_outputs=trt_exclude_outputs or (),
-            fused_boundaries=fused_boundaries, report=opts.report, html=opts.html,
+            fused_boundaries=fused_boundaries, max_memory=max_memory, stop_at_first_failure=stop_at_first_failure,
+            report=opts.report, html=opts.html,
             on_status=status.update, on_progress=common.progress_to(status), **opts.tolerance_kwargs())
     with outcome:
         for result in outcome.results[len(load_outputs or []):]:
