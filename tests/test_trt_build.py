@@ -1,9 +1,10 @@
 """Engine building a search can drive: parse-error text, the process-wide timing cache, build
 progress from TensorRT 8.6's log, and variants of one parsed network - on fakes, without TensorRT.
 
-The fakes carry the names TensorRT 8.6.1's Python API has (``ErrorCode.name`` is a method on
-8.6's parser errors; ``ILayer`` has ``precision``/``reset_precision``/``output_type_is_set``...;
-``ITimingCache`` has ``serialize``/``combine``), and behave just enough for the logic under test.
+The fakes are the shared release fakes (tests/trt_fakes.py): a name a release lacks is missing from its
+fake too (``ErrorCode.name`` is a method on 8.6's parser errors; 11.x and TensorRT-RTX have no
+``ILayer.precision``; RTX's timing cache is never attached).  Tests of a path that differs by release run
+on each family that takes it: 8.6, 10.x, 11.x and TensorRT-RTX.
 """
 from __future__ import annotations
 
@@ -11,44 +12,31 @@ import logging
 import multiprocessing
 import os
 import time
-import types
 from pathlib import Path
 
 import pytest
 from onnx import TensorProto, helper
 
-from trtdebug.errors import ParseError
-from trtdebug.model import ModelGraph
+import trt_fakes
+from trtdebug.errors import ParseError, UsageError
+from trtdebug.model import ModelGraph, OutputSelection
 from trtdebug.runners.tensorrt import TrtBuildConfig
 from trtdebug.runners.tensorrt import timing_cache as tc
-from trtdebug.runners.tensorrt.parser_errors import ParserIssue, parse_failure, parser_issue
+from trtdebug.runners.tensorrt.builder import EngineBuilder
+from trtdebug.runners.tensorrt.parser_errors import ParserIssue, parse_failure, parser_issue, resolve_issue
 from trtdebug.runners.tensorrt.progress import (PHASE_DONE, PHASE_ENGINE, PHASE_GRAPH, PHASE_TACTICS, BuildProgress,
                                                 LogPhases, phase_from_log)
+from trtdebug.runners.tensorrt.variants import NetworkVariants
+
+V86, V10, V11, VRTX = "8.6.1", "10.13.3.9", "11.0.0.114", "rtx-1.7.1.116"
+FAMILIES = (V86, V10, V11, VRTX)
+TIMING_CACHE_FAMILIES = (V86, V10, V11)  # where a timing cache is attached (RTX compiles kernels at run time)
+LAYER_PRECISION_FAMILIES = (V86, V10)  # ILayer.precision / set_output_type (gone in 11.x and RTX)
 
 
 # ----------------------------------------------------------------------------------------------
 # parse failures keep the cause
 # ----------------------------------------------------------------------------------------------
-
-class ParserError86:
-    """An IParserError as TensorRT 8.6 gives it: accessors are methods, ``ErrorCode.name`` too."""
-
-    def __init__(self, node, desc, code="INVALID_NODE"):
-        self._node, self._desc, self._code = node, desc, code
-
-    def node(self):
-        return self._node
-
-    def desc(self):
-        return self._desc
-
-    def code(self):
-        code = self._code
-        return types.SimpleNamespace(name=lambda: code)
-
-    def func(self):
-        return "parseGraph"
-
 
 IF_DESC = ("Invalid Node - If_0\n"
            "If_0_OutputLayer: IIfConditionalOutputLayer inputs must have the same shape. Shapes are [2] and [3].")
@@ -67,10 +55,14 @@ def _if_model():
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_multi_line_parser_error_becomes_one_line_with_its_cause():
-    from trtdebug.runners.tensorrt.parser_errors import resolve_issue
+def _if_error(trt):
+    """The If node's error as the release's parser reports it (``node_name``/``node_operator`` from 10.0)."""
+    return trt_fakes.parser_error(trt, 0, IF_DESC, "INVALID_NODE", func="parseGraph")
 
-    issue = resolve_issue(parser_issue(ParserError86(0, IF_DESC)), _if_model())
+
+@pytest.mark.parametrize("version", FAMILIES)
+def test_multi_line_parser_error_becomes_one_line_with_its_cause(version):
+    issue = resolve_issue(parser_issue(_if_error(trt_fakes.fake_trt(version))), _if_model())
     assert issue.code == "INVALID_NODE" and issue.node_name == "If_0" and issue.op == "If"
     one, full = parse_failure([issue])
     assert one == ("node 'If_0' (If): INVALID_NODE: If_0_OutputLayer: IIfConditionalOutputLayer inputs must "
@@ -102,96 +94,32 @@ def test_several_errors_are_all_named_and_logged_causes_fill_a_bare_header():
     assert parse_failure([], [])[0] == "no details given"
 
 
-def test_engine_builder_parse_error_is_one_line_with_full_details_kept(monkeypatch):
+@pytest.mark.parametrize("version", FAMILIES)
+def test_engine_builder_parse_error_is_one_line_with_full_details_kept(version):
     model = _if_model()
-    fake = FakeTRT(parse_errors=[ParserError86(0, IF_DESC)])
-    from trtdebug.runners.tensorrt.builder import EngineBuilder
-
-    eb = EngineBuilder(fake, model, ModelGraph(model), TrtBuildConfig(persistent_cache=False), show_progress=False)
+    trt = trt_fakes.fake_trt(version)
+    trt._fake.network_factory = lambda: conv_net(trt)
+    trt._fake.parse_ok, trt._fake.parser_errors = False, [_if_error(trt)]
+    eb = EngineBuilder(trt, model, ModelGraph(model), TrtBuildConfig(persistent_cache=False), show_progress=False)
     with pytest.raises(ParseError) as info:
         eb.parse()
     msg = str(info.value)
     assert "\n" not in msg and info.value.exit_code == 3
+    assert msg.startswith(f"{eb.features.label}'s ONNX parser rejected the model: ")
     assert msg.endswith("node 'If_0' (If): INVALID_NODE: If_0_OutputLayer: IIfConditionalOutputLayer inputs must "
                         "have the same shape. Shapes are [2] and [3].")
     assert "Invalid Node - If_0\nIf_0_OutputLayer" in info.value.details
 
 
 # ----------------------------------------------------------------------------------------------
-# fakes: an ITimingCache with entries, a builder config, and a TensorRT module around them
-# ----------------------------------------------------------------------------------------------
-
-class FakeTimingCache:
-    """Entries are lines; the blob is a header and the sorted lines; anything else is corrupt."""
-
-    MAGIC = b"FAKE-TRT-TIMING-CACHE\n"
-    slow_serialize = 0.0  # seconds: widens the read-merge-write window in the concurrency test
-
-    def __init__(self, entries=()):
-        self.entries = set(entries)
-
-    @classmethod
-    def from_blob(cls, data):
-        data = bytes(data)
-        if not data:
-            return cls()
-        if not data.startswith(cls.MAGIC):
-            return None  # TensorRT 8.6 logs an error and returns None for a blob it cannot read
-        return cls(line for line in data[len(cls.MAGIC):].split(b"\n") if line)
-
-    def serialize(self):
-        time.sleep(self.slow_serialize)
-        return self.MAGIC + b"\n".join(sorted(self.entries))
-
-    def combine(self, other, ignore_mismatch):
-        self.entries |= other.entries
-        return True
-
-
-class FakeBuilderConfig:
-    def __init__(self, accept_cache=True):
-        self.cache, self.accept_cache = None, accept_cache
-        self.flags = set()
-        self.profiles = []
-        self.profiling_verbosity = None
-        self.builder_optimization_level = 3
-
-    def create_timing_cache(self, data):
-        return FakeTimingCache.from_blob(data)
-
-    def set_timing_cache(self, cache, ignore_mismatch):
-        self.cache = cache
-        return self.accept_cache
-
-    def get_timing_cache(self):
-        return self.cache
-
-    def set_flag(self, flag):
-        self.flags.add(flag.name)
-
-    def clear_flag(self, flag):
-        self.flags.discard(flag.name)
-
-    def add_optimization_profile(self, profile):
-        self.profiles.append(profile)
-        return len(self.profiles) - 1
-
-
-# ----------------------------------------------------------------------------------------------
 # the timing cache: where it lives, one per process, merged under a lock, corruption ignored
 # ----------------------------------------------------------------------------------------------
 
-def _module(name="tensorrt", version="8.6.0"):
-    m = types.ModuleType(name)
-    m.__version__ = version
-    return m
-
-
 def test_default_cache_path_per_module_version_and_gpu(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    p = tc.default_cache_path(_module(), gpu="NVIDIA H200-sm90")
-    assert p == tmp_path / "xdg" / "trtdebug" / "timing-tensorrt-8.6.0-NVIDIA-H200-sm90.cache"
-    assert tc.default_cache_path(_module("tensorrt_rtx", "1.0.0.21"), gpu="x").name == "timing-tensorrt_rtx-1.0.0.21-x.cache"
+    p = tc.default_cache_path(trt_fakes.fake_trt(V86), gpu="NVIDIA H200-sm90")
+    assert p == tmp_path / "xdg" / "trtdebug" / "timing-tensorrt-8.6.1-NVIDIA-H200-sm90.cache"
+    assert tc.default_cache_path(trt_fakes.fake_trt(VRTX), gpu="x").name == "timing-tensorrt_rtx-1.7.1.116-x.cache"
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")  # the XDG spec says: ignore relative paths
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert tc.cache_dir() == tmp_path / "home" / ".cache" / "trtdebug"
@@ -201,92 +129,131 @@ def test_default_cache_path_per_module_version_and_gpu(monkeypatch, tmp_path):
 
 def test_which_file_a_build_uses(monkeypatch, tmp_path):
     monkeypatch.setattr(tc, "gpu_identity", lambda: "GPU-sm90")
-    trt = _module()
-    assert tc.cache_path_for(trt, TrtBuildConfig()).name == "timing-tensorrt-8.6.0-GPU-sm90.cache"
+    trt = trt_fakes.fake_trt(V86)
+    assert tc.cache_path_for(trt, TrtBuildConfig()).name == "timing-tensorrt-8.6.1-GPU-sm90.cache"
     assert tc.cache_path_for(trt, TrtBuildConfig(timing_cache=tmp_path / "mine.cache")) == tmp_path / "mine.cache"
     assert tc.cache_path_for(trt, TrtBuildConfig(persistent_cache=False)) is None
     # one cache object per module and file, shared by every builder of the process
     a, b = tc.shared_cache(trt, TrtBuildConfig()), tc.shared_cache(trt, TrtBuildConfig(fp16=True))
     assert a is b and a.default
     assert tc.shared_cache(trt, TrtBuildConfig(timing_cache=tmp_path / "mine.cache")) is not a
-    assert tc.shared_cache(_module(), TrtBuildConfig()) is not a
+    assert tc.shared_cache(trt_fakes.fake_trt(V86), TrtBuildConfig()) is not a
 
 
-def test_every_build_shares_one_cache_object_and_the_file_is_merged(tmp_path):
+def new_config(trt):
+    """An IBuilderConfig as the fake builder makes it."""
+    return trt.Builder(None).create_builder_config()
+
+
+def entries(config):
+    """The live entries of the timing cache attached to ``config``: a test adds to them what a build would."""
+    return trt_fakes.timing_entries(config.get_timing_cache())
+
+
+def file_entries(path):
+    return trt_fakes.timing_cache_entries(path.read_bytes())
+
+
+@pytest.mark.parametrize("version", TIMING_CACHE_FAMILIES)
+def test_every_build_shares_one_cache_object_and_the_file_is_merged(tmp_path, version):
+    trt = trt_fakes.fake_trt(version)
     path = tmp_path / "t.cache"
     cache = tc.TimingCache(path, default=True)
     assert not cache.loaded
-    c1, c2 = FakeBuilderConfig(), FakeBuilderConfig()
-    cache.attach(c1)
-    c1.cache.entries.add(b"conv1")  # what a build adds
+    c1, c2 = new_config(trt), new_config(trt)
+    assert cache.attach(c1) and not cache.loaded
+    entries(c1).add(b"conv1")  # what a build adds
     cache.attach(c2)
-    assert c2.cache is c1.cache  # the second build starts with the first one's measurements
-    assert cache.save() and FakeTimingCache.from_blob(path.read_bytes()).entries == {b"conv1"}
+    assert c2.get_timing_cache() is c1.get_timing_cache() and cache.loaded  # the second build starts with the first's
+    assert cache.save() and file_entries(path) == {b"conv1"}
     assert not cache.save()  # nothing new: the file is not rewritten
     # another process saved meanwhile: its entries are merged, not overwritten
-    path.write_bytes(FakeTimingCache([b"conv1", b"gemm7"]).serialize())
-    c2.cache.entries.add(b"relu2")
+    path.write_bytes(trt_fakes.timing_cache_blob([b"conv1", b"gemm7"]))
+    entries(c2).add(b"relu2")
     assert cache.save()
-    assert FakeTimingCache.from_blob(path.read_bytes()).entries == {b"conv1", b"gemm7", b"relu2"}
+    assert file_entries(path) == {b"conv1", b"gemm7", b"relu2"}
     reread = tc.TimingCache(path)
     assert reread.loaded
-    reread.attach(FakeBuilderConfig())
-    assert reread.cache.entries == {b"conv1", b"gemm7", b"relu2"}
+    cfg = new_config(trt)
+    reread.attach(cfg)
+    assert entries(cfg) == {b"conv1", b"gemm7", b"relu2"}
 
 
-def test_memory_only_cache_is_never_written(tmp_path):
+@pytest.mark.parametrize("version", TIMING_CACHE_FAMILIES)
+def test_memory_only_cache_is_never_written(tmp_path, version):
     cache = tc.TimingCache(None)
-    cfg = FakeBuilderConfig()
-    assert cache.attach(cfg) and cfg.cache is not None
+    cfg = new_config(trt_fakes.fake_trt(version))
+    assert cache.attach(cfg) and cfg.get_timing_cache() is not None
+    entries(cfg).add(b"conv1")
     assert not cache.save() and not list(tmp_path.iterdir())
 
 
-def test_corrupt_default_cache_is_a_warning_and_replaced(tmp_path, caplog):
+# how TensorRT may answer bytes it cannot read: 8.6 gave an empty cache on the H200; None and an exception
+# are what the bindings' signature and other releases allow
+UNREADABLE = {"empty": "TensorRT read nothing from it", "none": "TensorRT could not deserialize it",
+              "raise": "Error Code 1: Serialization"}
+
+
+@pytest.mark.parametrize("answer", sorted(UNREADABLE))
+@pytest.mark.parametrize("version", TIMING_CACHE_FAMILIES)
+def test_corrupt_default_cache_is_a_warning_and_replaced(tmp_path, caplog, version, answer):
+    trt = trt_fakes.fake_trt(version)
+    trt._fake.unreadable_timing_cache = answer
     path = tmp_path / "t.cache"
     path.write_bytes(b"\x00garbage from a crash")
     cache = tc.TimingCache(path, default=True)
-    cfg = FakeBuilderConfig()
+    cfg = new_config(trt)
     with caplog.at_level(logging.WARNING):
         cache.attach(cfg)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "could not be read" in warnings[0] and "\n" not in warnings[0]
-    assert cfg.cache.entries == set() and not cache.loaded
-    cfg.cache.entries.add(b"conv1")
-    assert cache.save() and FakeTimingCache.from_blob(path.read_bytes()).entries == {b"conv1"}
+    assert UNREADABLE[answer] in warnings[0] and "it will be replaced" in warnings[0]
+    assert entries(cfg) == set() and not cache.loaded
+    entries(cfg).add(b"conv1")
+    assert cache.save() and file_entries(path) == {b"conv1"}
 
 
-def test_unreadable_user_cache_is_ignored_and_left_unchanged(tmp_path, caplog):
+@pytest.mark.parametrize("version", TIMING_CACHE_FAMILIES)
+def test_unreadable_user_cache_is_ignored_and_left_unchanged(tmp_path, caplog, version):
     path = tmp_path / "user.cache"
     path.write_bytes(b"not a timing cache")
     cache = tc.TimingCache(path, default=False)
-    cfg = FakeBuilderConfig()
+    cfg = new_config(trt_fakes.fake_trt(version))
     with caplog.at_level(logging.WARNING):
         cache.attach(cfg)
-    cfg.cache.entries.add(b"conv1")
+    entries(cfg).add(b"conv1")
     assert not cache.save()
     assert path.read_bytes() == b"not a timing cache"
     assert any("left unchanged" in r.getMessage() for r in caplog.records)
 
 
-def test_cache_for_another_gpu_is_replaced_by_a_fresh_one(tmp_path, caplog):
+@pytest.mark.parametrize("version", TIMING_CACHE_FAMILIES)
+def test_cache_for_another_gpu_is_replaced_by_a_fresh_one(tmp_path, caplog, version):
     path = tmp_path / "t.cache"
-    path.write_bytes(FakeTimingCache([b"other-gpu"]).serialize())
+    path.write_bytes(trt_fakes.timing_cache_blob([b"other-gpu"], gpu="other-GPU-sm80"))
     cache = tc.TimingCache(path, default=True)
-    cfg = FakeBuilderConfig(accept_cache=False)  # set_timing_cache(cache, ignore_mismatch=False) says no
+    cfg = new_config(trt_fakes.fake_trt(version))  # set_timing_cache(cache, ignore_mismatch=False) says no
     with caplog.at_level(logging.WARNING):
         cache.attach(cfg)
-    assert cfg.cache.entries == set() and not cache.loaded
+    assert cfg.get_timing_cache() is cache.cache and entries(cfg) == set() and not cache.loaded
     assert any("does not match" in r.getMessage() for r in caplog.records)
 
 
 def _save_concurrently(path, entry, start_at, xdg):
     """One process's end of a search: attach, add an entry, save at ``start_at`` (all at once)."""
     os.environ["XDG_CACHE_HOME"] = xdg
-    FakeTimingCache.slow_serialize = 0.3
+    trt = trt_fakes.fake_trt(V86)
+    serialize = trt.ITimingCache.serialize
+
+    def slow_serialize(self):  # widens the read-merge-write window
+        time.sleep(0.3)
+        return serialize(self)
+
+    trt.ITimingCache.serialize = slow_serialize
     cache = tc.TimingCache(Path(path), default=True)
-    cfg = FakeBuilderConfig()
+    cfg = new_config(trt)
     cache.attach(cfg)
-    cfg.cache.entries.add(entry.encode())
+    entries(cfg).add(entry.encode())
     time.sleep(max(0.0, start_at - time.time()))
     return cache.save()
 
@@ -299,7 +266,7 @@ def test_processes_saving_at_once_lose_no_entries(tmp_path):
     with ctx.Pool(len(names)) as pool:
         saved = pool.starmap(_save_concurrently, [(str(path), n, start_at, os.environ["XDG_CACHE_HOME"]) for n in names])
     assert all(saved)
-    assert FakeTimingCache.from_blob(path.read_bytes()).entries == {n.encode() for n in names}
+    assert file_entries(path) == {n.encode() for n in names}
     assert [p.name for p in tmp_path.iterdir()] == ["shared.cache"]  # no temporary or lock file beside it
 
 
@@ -391,197 +358,56 @@ def test_status_line_uses_the_log_where_there_is_no_monitor():
 def test_logger_feeds_listeners_every_line_verbose_included():
     from trtdebug.runners.tensorrt.logger import make_logger
 
-    trt = types.ModuleType("tensorrt")
-    trt.ILogger = type("ILogger", (), {"__init__": lambda self: None})
+    trt = trt_fakes.fake_trt(V86)
     logger = make_logger(trt, verbose=False)
     heard = []
     with logger.listen(lambda sev, msg: heard.append((sev, msg))):
-        logger.log(types.SimpleNamespace(name="VERBOSE"), "=============== Computing costs for conv1")
-        logger.log(types.SimpleNamespace(name="INFO"), "Engine generation completed in 1.95 seconds.")
-    logger.log(types.SimpleNamespace(name="INFO"), "after the build")
+        logger.log(trt.ILogger.VERBOSE, "=============== Computing costs for conv1")
+        logger.log(trt.ILogger.INFO, "Engine generation completed in 1.95 seconds.")
+    logger.log(trt.ILogger.INFO, "after the build")
     assert heard == [("VERBOSE", "=============== Computing costs for conv1"),
                      ("INFO", "Engine generation completed in 1.95 seconds.")]
     assert ("VERBOSE", "=============== Computing costs for conv1") not in logger.messages.messages  # still filtered
 
 
 # ----------------------------------------------------------------------------------------------
-# a fake TensorRT module for EngineBuilder (8.6's names)
+# EngineBuilder on the release fakes: a conv net as the ONNX parser gives it
 # ----------------------------------------------------------------------------------------------
 
-def FakeTRT(parse_errors=(), network_factory=None, build_log=()):
-    """A module with 8.6's names: no IProgressMonitor; Builder/OnnxParser that behave."""
-    import enum
-
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = "8.6.1"
-    trt.BuilderFlag = enum.IntEnum("BuilderFlag", ["FP16", "INT8", "TF32", "OBEY_PRECISION_CONSTRAINTS",
-                                                   "PREFER_PRECISION_CONSTRAINTS", "STRICT_TYPES"], start=0)
-    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", ["EXPLICIT_BATCH"], start=0)
-    trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", ["WORKSPACE"], start=0)
-    trt.ProfilingVerbosity = enum.IntEnum("ProfilingVerbosity", ["LAYER_NAMES_ONLY", "NONE", "DETAILED"], start=0)
-    trt.DataType = DataType
-    trt.float32, trt.float16 = DataType.FLOAT, DataType.HALF
-    trt.IBuilderConfig = type("IBuilderConfig", (), {a: None for a in (
-        "builder_optimization_level", "set_memory_pool_limit", "create_timing_cache", "set_timing_cache",
-        "get_timing_cache", "profiling_verbosity")})
-    trt.INetworkDefinition = type("INetworkDefinition", (), {"mark_output": None, "unmark_output": None})
-    trt.ILayer = type("ILayer", (), {a: None for a in (
-        "precision", "precision_is_set", "reset_precision", "set_output_type", "get_output_type",
-        "output_type_is_set", "reset_output_type", "metadata")})
-    trt.ILogger = type("ILogger", (), {"__init__": lambda self: None})
-    state = types.SimpleNamespace(configs=[], networks=[], parses=0, builds=[])
-
-    class Builder:
-        max_batch_size = 1
-
-        def __init__(self, logger):
-            self.logger = logger
-
-        def create_network(self, flags):
-            net = (network_factory or FakeNetwork.conv_net)()
-            state.networks.append(net)
-            return net
-
-        def create_builder_config(self):
-            cfg = FakeBuilderConfig()
-            state.configs.append(cfg)
-            return cfg
-
-        def create_optimization_profile(self):
-            return types.SimpleNamespace(set_shape=lambda *a: None)
-
-        def build_serialized_network(self, network, config):
-            for line in build_log:
-                self.logger.log(types.SimpleNamespace(name="VERBOSE"), line)
-            if config.cache is not None:
-                config.cache.entries.add(f"build{len(state.builds)}".encode())
-            state.builds.append(network.describe())
-            return repr(network.describe()).encode()
-
-    class OnnxParser:
-        def __init__(self, network, logger):
-            self.num_errors = len(parse_errors)
-
-        def parse(self, data):
-            state.parses += 1
-            return not parse_errors
-
-        def get_error(self, i):
-            return parse_errors[i]
-
-    trt.Builder, trt.OnnxParser, trt.state = Builder, OnnxParser, state
-    return trt
+def conv_net(trt):
+    """image -> conv1 -> relu1 -> conv2 -> relu2 -> pool -> logits, as the ONNX parser names them."""
+    image = trt_fakes.tensor(trt, "image", shape=(1, 8, 16, 16))
+    kinds = [("conv1", "CONVOLUTION", "conv1_out"), ("relu1", "ACTIVATION", "relu1_out"),
+             ("conv2", "CONVOLUTION", "conv2_out"), ("relu2", "ACTIVATION", "relu2_out"), ("pool", "POOLING", "logits")]
+    layers, prev = [], image
+    for name, kind, out_name in kinds:
+        out = trt_fakes.tensor(trt, out_name, shape=(1, 8, 16, 16))
+        layers.append(trt_fakes.layer(trt, name, kind, [prev], [out], f"[ONNX Layer: {name}]"))
+        prev = out
+    return trt_fakes.network(trt, [image], layers, [prev])
 
 
-class DataType:
-    """TensorRT's DataType members, by name (``name`` a property, like the real enum)."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __repr__(self):
-        return f"DataType.{self.name}"
+def describe(trt, network):
+    """What an engine built now would have: outputs, and layers with a precision constraint (8.6/10.x)."""
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    precision = trt_fakes.has_member(trt._fake.version, "ILayer", "precision_is_set")
+    return {"outputs": [network.get_output(i).name for i in range(network.num_outputs)],
+            "fp32": sorted(layer.name for layer in layers if precision and layer.precision_is_set)}
 
 
-DataType.FLOAT, DataType.HALF, DataType.INT32 = DataType("FLOAT"), DataType("HALF"), DataType("INT32")
+def conv_world(trt, build_log=()):
+    """The parser yields :func:`conv_net`; each build logs ``build_log`` and is recorded (returned list)."""
+    builds = []
+    trt._fake.network_factory = lambda: conv_net(trt)
 
+    def build(builder, network, config):
+        for line in build_log:
+            builder._p["logger"].log(trt.ILogger.VERBOSE, line)
+        builds.append(describe(trt, network))
+        return trt_fakes.engine_bytes(network)
 
-class FakeTensor:
-    def __init__(self, name, dtype=DataType.FLOAT, shape=(1, 8, 16, 16)):
-        self.name, self.dtype, self.shape = name, dtype, shape
-        self.is_network_output = False
-        self.is_shape_tensor = False
-        self.is_execution_tensor = True
-
-
-class FakeLayer:
-    """An ILayer with 8.6's precision API: set/reset precision and per-output types."""
-
-    def __init__(self, name, kind, inputs, outputs, metadata=""):
-        self.name, self.type, self.metadata = name, types.SimpleNamespace(name=kind), metadata
-        self._inputs, self._outputs = inputs, outputs
-        self._precision = DataType.FLOAT
-        self.precision_is_set = False
-        self._out_types = {}
-
-    num_inputs = property(lambda self: len(self._inputs))
-    num_outputs = property(lambda self: len(self._outputs))
-
-    def get_input(self, i):
-        return self._inputs[i]
-
-    def get_output(self, i):
-        return self._outputs[i]
-
-    @property
-    def precision(self):
-        return self._precision
-
-    @precision.setter
-    def precision(self, dtype):
-        self._precision, self.precision_is_set = dtype, True
-
-    def reset_precision(self):
-        self._precision, self.precision_is_set = DataType.FLOAT, False
-
-    def set_output_type(self, i, dtype):
-        self._out_types[i] = dtype
-
-    def get_output_type(self, i):
-        return self._out_types.get(i, self._outputs[i].dtype)
-
-    def output_type_is_set(self, i):
-        return i in self._out_types
-
-    def reset_output_type(self, i):
-        self._out_types.pop(i, None)
-
-
-class FakeNetwork:
-    def __init__(self, inputs, layers, outputs):
-        self._inputs, self._layers, self._outputs = inputs, layers, []
-        for t in outputs:
-            self.mark_output(t)
-
-    num_inputs = property(lambda self: len(self._inputs))
-    num_layers = property(lambda self: len(self._layers))
-    num_outputs = property(lambda self: len(self._outputs))
-
-    def get_input(self, i):
-        return self._inputs[i]
-
-    def get_layer(self, i):
-        return self._layers[i]
-
-    def get_output(self, i):
-        return self._outputs[i]
-
-    def mark_output(self, t):
-        t.is_network_output = True
-        self._outputs.append(t)
-
-    def unmark_output(self, t):
-        t.is_network_output = False
-        self._outputs.remove(t)
-
-    def describe(self):
-        """What an engine built now would have: outputs, and layers with a precision constraint."""
-        return {"outputs": [t.name for t in self._outputs],
-                "fp32": sorted(layer.name for layer in self._layers if layer.precision_is_set)}
-
-    @classmethod
-    def conv_net(cls):
-        """image -> conv1 -> relu1 -> conv2 -> relu2 -> pool -> logits, as the ONNX parser names them."""
-        image = FakeTensor("image")
-        names = ["conv1_out", "relu1_out", "conv2_out", "relu2_out", "logits"]
-        outs = [FakeTensor(n) for n in names]
-        kinds = [("conv1", "CONVOLUTION"), ("relu1", "ACTIVATION"), ("conv2", "CONVOLUTION"),
-                 ("relu2", "ACTIVATION"), ("pool", "POOLING")]
-        layers, prev = [], image
-        for (name, kind), out in zip(kinds, outs):
-            layers.append(FakeLayer(name, kind, [prev], [out], f"[ONNX Layer: {name}]"))
-            prev = out
-        return cls([image], layers, [outs[-1]])
+    trt._fake.build = build
+    return builds
 
 
 def conv_model():
@@ -595,23 +421,29 @@ def conv_model():
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_builds_of_one_process_share_the_cache_and_save_it_to_the_default_file(monkeypatch, tmp_path):
-    from trtdebug.runners.tensorrt.builder import EngineBuilder
-
+@pytest.mark.parametrize("version", FAMILIES)
+def test_builds_of_one_process_share_the_cache_and_save_it_to_the_default_file(monkeypatch, tmp_path, version):
     monkeypatch.setattr(tc, "gpu_identity", lambda: "GPU-sm90")
-    trt = FakeTRT(build_log=LOG_86)
+    trt = trt_fakes.fake_trt(version)
+    conv_world(trt, build_log=LOG_86)
     model = conv_model()
     cfg = TrtBuildConfig()
     first = EngineBuilder(trt, model, ModelGraph(model), cfg, show_progress=False)
     first.build()
-    assert first.last_phases[-1][0] == PHASE_DONE  # progress came from the log (8.6: no monitor)
+    # progress comes from the log where there is no IProgressMonitor (8.6), from the monitor elsewhere
+    assert bool(first.last_phases and first.last_phases[-1][0] == PHASE_DONE) == (version == V86)
     second = EngineBuilder(trt, model, ModelGraph(model), cfg, show_progress=False)
     second.build()
-    c1, c2 = trt.state.configs
-    assert c1.cache is c2.cache and c2.cache.entries == {b"build0", b"build1"}
-    assert second.save_timing_cache()
     path = tc.default_cache_path(trt, gpu="GPU-sm90")
-    assert FakeTimingCache.from_blob(path.read_bytes()).entries == {b"build0", b"build1"}
+    if version == VRTX:  # kernels are compiled at run time: a timing cache would do nothing, none is attached
+        assert "ITimingCache" not in trt._fake.reads  # no timing cache was ever created
+        assert all(c.get_timing_cache() is None for c in trt._fake.configs) and len(trt._fake.configs) == 2
+        assert not second.save_timing_cache() and not path.exists() and not tc.cache_dir().exists()
+        return
+    c1, c2 = trt._fake.configs
+    assert c1.get_timing_cache() is c2.get_timing_cache() and entries(c2) == {b"build0", b"build1"}
+    assert second.save_timing_cache()
+    assert file_entries(path) == {b"build0", b"build1"}
     assert not EngineBuilder(trt, model, ModelGraph(model), TrtBuildConfig(persistent_cache=False),
                              show_progress=False).save_timing_cache()
 
@@ -621,18 +453,15 @@ def test_builds_of_one_process_share_the_cache_and_save_it_to_the_default_file(m
 # ----------------------------------------------------------------------------------------------
 
 def _variants(trt, cfg=None, model=None):
-    from trtdebug.runners.tensorrt.builder import EngineBuilder
-    from trtdebug.runners.tensorrt.variants import NetworkVariants
-
     model = model or conv_model()
     eb = EngineBuilder(trt, model, ModelGraph(model), cfg or TrtBuildConfig(persistent_cache=False), show_progress=False)
     return NetworkVariants(eb)
 
 
-def test_variants_parse_once_and_restore_the_network_after_each_build():
-    from trtdebug.model import OutputSelection
-
-    trt = FakeTRT()
+@pytest.mark.parametrize("version", LAYER_PRECISION_FAMILIES)
+def test_variants_parse_once_and_restore_the_network_after_each_build(version):
+    trt = trt_fakes.fake_trt(version)
+    builds = conv_world(trt)
     with _variants(trt, TrtBuildConfig(fp16=True, persistent_cache=False)) as v:
         net = v.parsed.network
         plain = v.build()
@@ -640,54 +469,57 @@ def test_variants_parse_once_and_restore_the_network_after_each_build():
         fp32 = v.build(fp32_nodes=["conv2", "ghost"])
         v.build(OutputSelection(names=("relu2_out",), exclude=("logits",)))
         v.build()
-        assert trt.state.parses == 1 and len(trt.state.networks) == 1 and v.builds == 5
-        assert net.describe() == {"outputs": ["logits"], "fp32": []}  # clean for the next variant
-    first, second, third, fourth, fifth = trt.state.builds
+        assert len(trt._fake.networks) == 1 and v.builds == 5  # one network: parsed once
+        assert describe(trt, net) == {"outputs": ["logits"], "fp32": []}  # clean for the next variant
+    first, second, third, fourth, fifth = builds
     assert first == fifth == {"outputs": ["logits"], "fp32": []}
     assert second == {"outputs": ["logits", "relu1_out", "conv2_out"], "fp32": []}
     assert marked.marking.mark == ["relu1_out", "conv2_out"] and plain.marking.mark == []
     assert third == {"outputs": ["logits"], "fp32": ["conv2"]}
     assert fourth == {"outputs": ["relu2_out"], "fp32": []}
     assert any("FP32 kept on 1 ONNX node(s); no TensorRT layer found for ghost" in n for n in fp32.notes)
-    configs = trt.state.configs
-    assert "OBEY_PRECISION_CONSTRAINTS" in configs[2].flags and "OBEY_PRECISION_CONSTRAINTS" not in configs[3].flags
-    assert all(c.cache is configs[0].cache for c in configs)  # one timing cache across the variants
-    assert configs[0].cache.entries == {f"build{i}".encode() for i in range(5)}
+    configs = trt._fake.configs
+    flags = [c._p.get("flags", set()) for c in configs]
+    assert "OBEY_PRECISION_CONSTRAINTS" in flags[2] and "OBEY_PRECISION_CONSTRAINTS" not in flags[3]
+    assert all("FP16" in f for f in flags)
+    assert all(c.get_timing_cache() is configs[0].get_timing_cache() for c in configs)  # one cache across variants
+    assert entries(configs[0]) == {f"build{i}".encode() for i in range(5)}
 
 
-def test_variant_restores_precision_that_was_set_before_and_after_a_failed_build():
-    trt = FakeTRT()
+@pytest.mark.parametrize("version", LAYER_PRECISION_FAMILIES)
+def test_variant_restores_precision_that_was_set_before_and_after_a_failed_build(version):
+    trt = trt_fakes.fake_trt(version)
+    conv_world(trt)
     with _variants(trt) as v:
         conv1 = v.parsed.network.get_layer(0)
-        conv1.precision = DataType.HALF  # set by someone before (e.g. the base configuration)
-        conv1.set_output_type(0, DataType.HALF)
+        conv1.precision = trt.DataType.HALF  # set by someone before (e.g. the base configuration)
+        conv1.set_output_type(0, trt.DataType.HALF)
 
-        def fail(self, network, config):
+        def fail(builder, network, config):
+            assert conv1.precision == trt.DataType.FLOAT and conv1.get_output_type(0) == trt.DataType.FLOAT
             raise RuntimeError("Internal error: could not find any implementation")
 
-        trt.Builder.build_serialized_network = fail
+        trt._fake.build = fail
         with pytest.raises(Exception, match="could not find any implementation"):
             v.build(["relu2_out"], fp32_nodes=["conv1", "relu1"])
         net = v.parsed.network
         assert [net.get_output(i).name for i in range(net.num_outputs)] == ["logits"]
-        assert conv1.precision is DataType.HALF and conv1.get_output_type(0) is DataType.HALF
+        assert conv1.precision == trt.DataType.HALF and conv1.get_output_type(0) == trt.DataType.HALF
+        assert conv1.precision_is_set and conv1.output_type_is_set(0)
         relu1 = net.get_layer(1)
         assert not relu1.precision_is_set and not relu1.output_type_is_set(0)
 
 
-def test_fp32_variant_on_a_release_without_layer_precision_is_a_usage_error():
-    import enum
-
-    from trtdebug.errors import UsageError
-
-    trt = FakeTRT()
-    trt.__version__ = "11.0.0"
-    trt.BuilderFlag = enum.IntEnum("BuilderFlag", ["TF32", "EDITABLE_TIMING_CACHE"], start=0)
-    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", ["STRONGLY_TYPED"], start=0)
-    trt.ILayer = type("ILayer", (), {"metadata": None, "get_output": None})  # 11.x: no precision API
-    with _variants(trt) as v:
+@pytest.mark.parametrize("version,strongly_typed,why", [
+    (V11, False, "has no per-layer precision"), (VRTX, False, "has no per-layer precision"),
+    (V10, True, "builds strongly typed networks")])
+def test_fp32_variant_without_layer_precision_is_a_usage_error(version, strongly_typed, why):
+    trt = trt_fakes.fake_trt(version)
+    conv_world(trt)
+    with _variants(trt, TrtBuildConfig(strongly_typed=strongly_typed, persistent_cache=False)) as v:
         assert v.build(["relu1_out"]).marking.mark == ["relu1_out"]  # outputs still vary without a re-parse
         with pytest.raises(UsageError) as info:
             v.build(fp32_nodes=["conv1"])
     msg = str(info.value)
-    assert "\n" not in msg and "TensorRT 11.0.0" in msg and "in the ONNX graph" in msg
+    assert "\n" not in msg and v.builder.features.label in msg and why in msg and "in the ONNX graph" in msg
+    assert describe(trt, trt._fake.networks[0])["fp32"] == []  # no layer was touched

@@ -7,7 +7,8 @@ code that touches a name the release lacks gets the AttributeError it would get 
 
 On top of the names sits just enough behaviour for the code under test (:class:`_Behaviour` mixins:
 networks of layers and tensors, builder configs with flags and timing caches, an ONNX parser with
-errors and ``supports_model[_v2]``, a runtime that deserializes to engines the test made, engines with
+errors and ``supports_model[_v2]``, timing caches of entries that builds add to and that are tied
+to a GPU (:func:`timing_cache_blob`), a runtime that deserializes to engines the test made, engines with
 an inspector and execution contexts that run a numpy function on fake device memory).  A behaviour is attached only where
 the release has the member, so the fakes cannot grant a release an API it does not have.  Members
 without behaviour raise NotImplementedError naming the member and its real signature; classes that
@@ -201,6 +202,11 @@ class World:
         self.networks: List[object] = []
         self.configs: List[object] = []
         self.network_flags: List[int] = []
+        self.gpu = FAKE_GPU  # the device timing caches are made on; a cache of another one is a mismatch
+        # how create_timing_cache answers bytes it cannot read: "empty" (an empty cache, as TensorRT 8.6 did
+        # on the H200), "none" (returns None) or "raise" (a RuntimeError)
+        self.unreadable_timing_cache = "empty"
+        self.engines_built = 0  # successful build_serialized_network calls; each adds a timing-cache entry
 
     def read(self, owner: str, name: str) -> None:
         self.reads.add(f"{owner}.{name}" if owner else name)
@@ -315,9 +321,23 @@ class _Tensor:
 
 @_Behaviour.of("ILayer")
 class _Layer:
+    """Per-layer precision as 8.6/10.x have it: ``precision`` reads FLOAT until set, ``reset_*`` undo a set."""
+
     num_inputs = property(lambda self: len(self._p["inputs"]))
     num_outputs = property(lambda self: len(self._p["outputs"]))
     precision_is_set = property(lambda self: self._p.get("precision") is not None)
+
+    @property
+    def precision(self):
+        value = self._p.get("precision")
+        return _module_of(self).DataType.FLOAT if value is None else value
+
+    @precision.setter
+    def precision(self, dtype):
+        self._p["precision"] = dtype
+
+    def reset_precision(self):
+        self._p["precision"] = None
 
     def get_input(self, index):
         return self._p["inputs"][index]
@@ -333,6 +353,9 @@ class _Layer:
 
     def output_type_is_set(self, index):
         return index in self._p.get("output_types", {})
+
+    def reset_output_type(self, index):
+        self._p.get("output_types", {}).pop(index, None)
 
 
 @_Behaviour.of("INetworkDefinition")
@@ -372,11 +395,19 @@ class _Network:
 
 @_Behaviour.of("ITimingCache")
 class _TimingCache:
-    def serialize(self):
-        return self._p["data"] + b"+built"
+    """``_p["entries"]``: the measurements (bytes), ``_p["gpu"]``: the device they were made on."""
 
-    def combine(self, other, ignore_mismatch):
-        self._p["data"] = self._p["data"] + b"|" + other._p["data"]
+    def serialize(self):
+        return timing_cache_blob(self._p["entries"], self._p["gpu"])
+
+    def combine(self, input_cache, ignore_mismatch):
+        if input_cache._p["gpu"] != self._p["gpu"] and not ignore_mismatch:
+            return False
+        self._p["entries"] |= input_cache._p["entries"]
+        return True
+
+    def reset(self):
+        self._p["entries"].clear()
         return True
 
 
@@ -400,9 +431,21 @@ class _BuilderConfig:
         return self._p.setdefault("pools", {}).get(pool.name, 0)
 
     def create_timing_cache(self, serialized_timing_cache):
-        return _make(self, "ITimingCache", data=bytes(serialized_timing_cache))
+        world, data = type(self)._world, bytes(serialized_timing_cache)
+        gpu, entries = world.gpu, set()
+        if data:
+            read = _read_timing_cache(data)
+            if read is not None:
+                gpu, entries = read
+            elif world.unreadable_timing_cache == "none":
+                return None
+            elif world.unreadable_timing_cache == "raise":
+                raise RuntimeError("Error Code 1: Serialization (Serialization assertion magicTagRead failed)")
+        return _make(self, "ITimingCache", entries=entries, gpu=gpu)
 
     def set_timing_cache(self, cache, ignore_mismatch):
+        if cache._p["gpu"] != type(self)._world.gpu and not ignore_mismatch:
+            return False  # TensorRT: the cache was made on another device; not attached
         self._p["cache"] = cache
         return True
 
@@ -446,9 +489,13 @@ class _Builder:
 
     def build_serialized_network(self, network, config):
         world = type(self)._world
-        if world.build is not None:
-            return world.build(self, network, config)
-        return engine_bytes(network)
+        result = world.build(self, network, config) if world.build is not None else engine_bytes(network)
+        if result is not None:
+            cache = config._p.get("cache")
+            if cache is not None:  # what the build measured joins the attached timing cache
+                cache._p["entries"].add(f"build{world.engines_built}".encode())
+            world.engines_built += 1
+        return result
 
 
 @_Behaviour.of("OnnxParser")
@@ -880,6 +927,33 @@ def parser_error(trt, node: int, desc: str, code: str = "UNSUPPORTED_NODE", *, n
     """A ParserError; ``node_name``/``node_operator`` exist as methods only on releases that have them (10.0+)."""
     return _new(trt, "ParserError", node=node, desc=desc, code=getattr(trt.ErrorCode, code), node_name=node_name,
                 node_operator=node_operator, func=func)
+
+
+FAKE_GPU = "fake-GPU-sm90"
+_TIMING_CACHE_MAGIC = b"FAKE-TRT-TIMING-CACHE\n"
+
+
+def timing_cache_blob(entries, gpu: str = FAKE_GPU) -> bytes:
+    """A serialized fake ITimingCache: a header naming the GPU, then the sorted entries, one a line."""
+    return _TIMING_CACHE_MAGIC + gpu.encode() + b"\n" + b"\n".join(sorted(entries))
+
+
+def _read_timing_cache(data: bytes) -> Optional[Tuple[str, set]]:
+    if not data.startswith(_TIMING_CACHE_MAGIC):
+        return None
+    gpu, _, body = data[len(_TIMING_CACHE_MAGIC):].partition(b"\n")
+    return gpu.decode(), {line for line in body.split(b"\n") if line}
+
+
+def timing_cache_entries(data: bytes) -> Optional[set]:
+    """The entries of a serialized fake timing cache (a cache file's content), None if it is not one."""
+    read = _read_timing_cache(bytes(data))
+    return None if read is None else read[1]
+
+
+def timing_entries(cache) -> set:
+    """The live entry set of a fake ITimingCache: a test adds to it what a build would."""
+    return cache._p["entries"]
 
 
 def engine_bytes(network) -> bytes:
