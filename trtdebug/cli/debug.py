@@ -101,6 +101,69 @@ def reduce_command(
     console.print(f"reproduce: {result.out / 'repro.sh'}  ({data['repro']})", markup=False)
 
 
+@debug_app.command("tactics")
+def tactics_command(
+    model: Path = typer.Argument(..., metavar="MODEL.onnx", help="The model whose TensorRT engine is wrong.", show_default=False),
+    out: Path = typer.Option(..., "--out", metavar="DIR", show_default=False,
+                             help="Bundle directory (new, empty, or an earlier 'debug tactics' directory: resumed)."),
+    fp16: bool = typer.Option(False, "--fp16", help="The failing build allows FP16 kernels."),
+    bf16: bool = typer.Option(False, "--bf16", help="The failing build allows BF16 kernels."),
+    int8: bool = typer.Option(False, "--int8", help="The failing build allows INT8 kernels."),
+    tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="TF32 in every build (default: TensorRT's, on)."),
+    good: str = typer.Option("auto", "--good", help="The good build: fp32 (same network without --fp16/--bf16/--int8), "
+                                                    "rebuild (rebuilt until one passes), auto (fp32 if a reduced precision is given)."),
+    rebuilds: int = typer.Option(6, "--rebuilds", min=2, help="With --good rebuild: at most this many recording builds."),
+    builder_optimization_level: Optional[int] = typer.Option(None, "--builder-optimization-level", min=0, max=5),
+    load_inputs: Optional[Path] = typer.Option(None, "--load-inputs", help="Inputs (.npz or Polygraphy JSON)."),
+    input_shapes: Optional[List[str]] = typer.Option(None, "--input-shapes", help="Shapes of dynamic inputs: NAME:[dims] (repeatable)."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed for synthetic inputs."),
+    reference: str = typer.Option("onnxrt", "--reference", help="Reference backend: onnxrt or ref."),
+    atol: Optional[List[str]] = typer.Option(None, "--atol", help="Absolute tolerance: VALUE or NAME:VALUE (repeatable)."),
+    rtol: Optional[List[str]] = typer.Option(None, "--rtol", help="Relative tolerance: VALUE or NAME:VALUE (repeatable)."),
+    check_error_stat: str = typer.Option("elemwise", "--check-error-stat", help="elemwise, max, mean, median or quantile."),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.json", show_default=False, help="Also write the report here."),
+    verbose: bool = common.VERBOSE,
+) -> None:
+    """Find the layer(s) whose TensorRT tactic makes the outputs wrong; write a replay file that rebuilds a good engine."""
+    from trtdebug.api import make_tolerances
+    from trtdebug.debug.tactics import debug_tactics
+    from trtdebug.inputs.spec import parse_input_shapes
+
+    common.check_choice(good, ("auto", "fp32", "rebuild"), "--good")
+    common.check_choice(reference, ("onnxrt", "ref"), "--reference")
+    make_tolerances(atol, rtol, check_error_stat)
+    options = {"fp16": fp16, "bf16": bf16, "int8": int8, "tf32": tf32,
+               "builder_optimization_level": builder_optimization_level, "verbose": verbose}
+    err = common.stderr_console()
+    with err.status("debug tactics") as status:
+        result = debug_tactics(model, out, build_options={k: v for k, v in options.items() if v not in (None, False)},
+                               good=good, max_rebuilds=rebuilds, inputs=load_inputs,
+                               input_shapes=parse_input_shapes(input_shapes or []) or None, seed=seed,
+                               reference_backend=reference, atol=atol, rtol=rtol, check_error_stat=check_error_stat,
+                               report=report, on_progress=_progress(status, err, verbose), on_status=status.update)
+    data = result.report
+    console = common.stdout_console()
+    for t in data["culprit_tactics"]:
+        where = t.get("layer") or t.get("timing_cache_key")
+        nodes = t.get("onnx_nodes") or []
+        console.print(f"culprit: {where}" + (f" (ONNX: {', '.join(nodes)})" if nodes else "")
+                      + f": bad {t['bad']}, good {t['good']}", markup=False)
+    console.print(f"{data['candidates']} candidates, {data['builds']} builds ({data['search_builds']} in the search) "
+                  f"in {data['seconds']:.1f}s", markup=False)
+    console.print(f"replay (engine that passes: {data['replay_verdict']}): {data['replay']}", markup=False)
+    console.print(f"workaround: {data['workaround']}", markup=False)
+
+
+def _progress(status, err, verbose: bool):
+    def progress(p) -> None:
+        per = f", {p.seconds_per_call:.1f}s per build" if p.seconds_per_call is not None else ""
+        line = f"step {p.step} of about {p.estimate} ({p.phase}): {p.region}{per}"
+        status.update(line)
+        if verbose:
+            err.print(line, markup=False)
+    return progress
+
+
 def _devices(text: Optional[str]):
     if not text:
         return None

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from trtdebug.debug.search import Judgement, NotFailing, Progress, Verdict, find_minimal
+from trtdebug.debug.trt_engines import OutputJudge, engine_layers
 from trtdebug.errors import UsageError
 from trtdebug.runners.tensorrt import tactics as tt
 
@@ -111,15 +112,7 @@ class TacticBuilds:
 
     def layers(self, engine_bytes: bytes):
         """The engine's layers mapped to ONNX nodes (:class:`~trtdebug.runners.tensorrt.inspector.EngineInfo`)."""
-        from trtdebug.runners.tensorrt import engine as engine_mod
-        from trtdebug.runners.tensorrt.inspector import parse_engine_info
-
-        runtime, engine = engine_mod.deserialize(self.trt, self.builder.logger, engine_bytes)
-        try:
-            layers = engine_mod.layer_information(self.trt, engine, self.features)
-        finally:
-            del engine, runtime
-        return parse_engine_info({"Layers": layers}, self.graph)
+        return engine_layers(self.builder, self.graph, engine_bytes)
 
     def _good(self):
         if self._good_variants is None:
@@ -172,39 +165,6 @@ def diff_records(bad: tt.TacticRecord, good: tt.TacticRecord) -> Candidates:
             if other is not None and other[0] != value[0]:
                 pairs[key] = (value, other)
     return Candidates(bad.mechanism, list(pairs), bad, pairs)
-
-
-# -- judging an engine -----------------------------------------------------------------------------
-
-class OutputJudge:
-    """BAD when the engine's outputs on ``inputs`` differ from the saved ``reference`` beyond tolerance.
-
-    Runs the engine in this process through :func:`trtdebug.run` (an engine file, no build).
-    """
-
-    def __init__(self, work: Path, inputs: Path, reference: Path, *, atol=None, rtol=None,
-                 check_error_stat: str = "elemwise") -> None:
-        self.work, self.inputs, self.reference = work, inputs, reference
-        self.tol = {"atol": atol, "rtol": rtol, "check_error_stat": check_error_stat}
-
-    def __call__(self, engine_bytes: bytes) -> Judgement:
-        import trtdebug
-        from trtdebug.errors import BackendError
-
-        path = self.work / "candidate.engine"
-        path.write_bytes(engine_bytes)
-        try:
-            outcome = trtdebug.run(path, backends=("trt",), inputs=self.inputs, load_outputs=[self.reference],
-                                   **self.tol)
-        except BackendError as exc:
-            return Judgement(Verdict.SKIP, f"the engine could not run: {str(exc).splitlines()[0]}")
-        with outcome:
-            if outcome.passed:
-                return Judgement(Verdict.GOOD, "within tolerance")
-            first = outcome.first_failing
-            err = first.stats.max_abs if first is not None else None
-            where = (first.name if first is not None else "an output") + (f" (max abs error {err:.3g})" if err is not None else "")
-            return Judgement(Verdict.BAD, f"differs at {where}")
 
 
 # -- the search ------------------------------------------------------------------------------------

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from trtdebug.errors import BackendError, UsageError
 from trtdebug.runners.tensorrt import compat
@@ -254,5 +254,3 @@ def apply_replay(trt, config, features: compat.Features, record: TacticRecord,
         return selector
     return attach_editable_cache(trt, config, features, record.entries)
 
-
-ConfigHook = Callable[[object], object]
