@@ -88,7 +88,7 @@ class TacticBuilds:
         result = variants.build(configure=configure)
         self.builds += 1
         if self.mechanism == tt.TIMING_CACHE:
-            record.entries = tt.cache_entries(used[-1])
+            record.entries = tt.cache_entries(used[-1], f)
         return result.engine_bytes, record
 
     def forced(self, plan: tt.TacticRecord) -> bytes:

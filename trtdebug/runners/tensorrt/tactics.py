@@ -159,29 +159,39 @@ def key_text(key) -> str:
     return m.group(0).lower()
 
 
-def cache_entries(cache) -> Dict[str, Tuple[int, float]]:
+def _no_editable_cache(features: compat.Features) -> UsageError:
+    return UsageError(f"{features.label} has no editable timing cache (BuilderFlag.EDITABLE_TIMING_CACHE, 10.8+)")
+
+
+def cache_entries(cache, features: compat.Features) -> Dict[str, Tuple[int, float]]:
     """Every entry of an editable ``ITimingCache``: key text -> (tacticHash, timingMSec)."""
-    out = {}
-    for key in cache.queryKeys():
-        value = cache.query(key)
-        out[key_text(key)] = (int(value.tacticHash), float(value.timingMSec))
-    return out
+    if features.editable_timing_cache:  # the names below exist from 10.8 on
+        out = {}
+        for key in cache.queryKeys():
+            value = cache.query(key)
+            out[key_text(key)] = (int(value.tacticHash), float(value.timingMSec))
+        return out
+    raise _no_editable_cache(features)
 
 
-def update_entries(trt, cache, entries: Dict[str, Tuple[int, float]]) -> None:
+def update_entries(trt, cache, features: compat.Features, entries: Dict[str, Tuple[int, float]]) -> None:
     """Write ``entries`` into an editable cache (each pins its layer configuration's tactic)."""
+    if not features.editable_timing_cache:
+        raise _no_editable_cache(features)
     for text, (tactic_hash, ms) in entries.items():
-        if not cache.update(trt.TimingCacheKey.parse(text), trt.TimingCacheValue(int(tactic_hash), float(ms))):
-            raise BackendError(f"TensorRT refused to update timing cache entry {text}")
+        if features.editable_timing_cache:  # the names below exist from 10.8 on
+            value = trt.TimingCacheValue(int(tactic_hash), float(ms))
+            if not cache.update(trt.TimingCacheKey.parse(text), value):
+                raise BackendError(f"TensorRT refused to update timing cache entry {text}")
 
 
 def attach_editable_cache(trt, config, features: compat.Features, entries: Optional[Dict[str, Tuple[int, float]]] = None):
     """A fresh editable timing cache on ``config`` (an IBuilderConfig), holding ``entries``; returned."""
     if not compat.enable_editable_timing_cache(trt, config, features):
-        raise UsageError(f"{features.label} has no editable timing cache (BuilderFlag.EDITABLE_TIMING_CACHE, 10.8+)")
+        raise _no_editable_cache(features)
     cache = config.create_timing_cache(b"")
     if entries:
-        update_entries(trt, cache, entries)
+        update_entries(trt, cache, features, entries)
     config.set_timing_cache(cache, False)
     return cache
 
