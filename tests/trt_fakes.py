@@ -410,6 +410,40 @@ class _TimingCache:
         self._p["entries"].clear()
         return True
 
+    # editable timing cache (10.8+): entries key text -> (tacticHash, timingMSec); a builder fake fills them
+    def queryKeys(self):  # noqa: N802 - TensorRT's name
+        return [_make(self, "TimingCacheKey", text=k) for k in self._p.setdefault("entries", {})]
+
+    def query(self, key):
+        h, ms = self._p.setdefault("entries", {}).get(key._p["text"], (2 ** 64 - 1, -1.0))
+        return _make(self, "TimingCacheValue", tacticHash=h, timingMSec=ms)
+
+    def update(self, key, value):
+        self._p.setdefault("entries", {})[key._p["text"]] = (value.tacticHash, value.timingMSec)
+        return True
+
+
+@_Behaviour.of("TimingCacheKey")
+class _TimingCacheKey:
+    """``parse("0x" + 32 hex digits)``; ``str(key)`` gives that text back (TensorRT's documented form)."""
+
+    parse = classmethod(lambda cls, text: cls.__new__(cls)._init(text=str(text).lower()))
+
+    def __str__(self):
+        return self._p["text"]
+
+
+@_Behaviour.of("TimingCacheValue")
+class _TimingCacheValue:
+    def __init__(self, tactic_hash, timing_msec):
+        object.__setattr__(self, "_p", {"tacticHash": int(tactic_hash), "timingMSec": float(timing_msec)})
+
+
+@_Behaviour.of("IAlgorithm")
+class _Algorithm:
+    def get_algorithm_io_info(self, index):
+        return self._p["io"][index]
+
 
 @_Behaviour.of("IBuilderConfig")
 class _BuilderConfig:
@@ -865,8 +899,10 @@ def _add_class(module, world: World, version: str, name: str, spec: dict) -> Non
             attrs[member] = _placeholder(name, member, info.get("signature", ""))
         elif kind in ("property", "pybind11_static_property"):
             attrs[member] = _plain_property(member, info.get("settable", False))
-    if mixin is not None:  # private helpers of the behaviour
+    if mixin is not None:  # private helpers of the behaviour, and how it prints
         attrs.update({k: v for k, v in vars(mixin).items() if k.startswith("_") and not k.startswith("__")})
+        if "__str__" in vars(mixin):
+            attrs["__str__"] = vars(mixin)["__str__"]
     cls = _FakeType(name, bases, attrs)
     setattr(module, name, cls)
     if enum_members:
@@ -974,3 +1010,15 @@ def engine(trt, tensors: Dict[str, Tuple[str, str, Sequence[int]]], profiles: Se
     props = {k: v for k, v in props.items() if has_member(trt._fake.version, "ICudaEngine", k)}
     return _new(trt, "ICudaEngine", tensors=dict(tensors), profiles=list(profiles), shape_inputs=dict(shape_inputs or {}),
                 run=run, output_shapes=output_shapes, **props)
+
+
+def algorithm(trt, implementation: int, tactic: int, io: Sequence[str] = ("FLOAT", "FLOAT")):
+    """An IAlgorithm (what ``select_algorithms`` is offered): ids and the DataType name of each I/O."""
+    infos = [_new(trt, "IAlgorithmIOInfo", dtype=getattr(trt.DataType, d)) for d in io]
+    variant = _new(trt, "IAlgorithmVariant", implementation=implementation, tactic=tactic)
+    return _new(trt, "IAlgorithm", algorithm_variant=variant, io=infos, timing_msec=0.0)
+
+
+def algorithm_context(trt, name: str, num_inputs: int = 1, num_outputs: int = 1):
+    """An IAlgorithmContext: the engine layer ``name`` being given its algorithm."""
+    return _new(trt, "IAlgorithmContext", name=name, num_inputs=num_inputs, num_outputs=num_outputs)

@@ -11,7 +11,7 @@ from trtdebug.errors import UsageError
 
 debug_app = typer.Typer(
     name="debug",
-    help="Find which piece of a model to blame: shrink a failing model to the nodes that fail.",
+    help="Find which piece of a model to blame: the nodes (reduce), the tactic (tactics), the fusion (fusion).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -99,6 +99,116 @@ def reduce_command(
                   + f" in {data['seconds']:.1f}s", markup=False)
     console.print(f"minimal model: {result.minimal_model}", markup=False)
     console.print(f"reproduce: {result.out / 'repro.sh'}  ({data['repro']})", markup=False)
+
+
+@debug_app.command("tactics")
+def tactics_command(
+    model: Path = typer.Argument(..., metavar="MODEL.onnx", help="The model whose TensorRT engine is wrong.", show_default=False),
+    out: Path = typer.Option(..., "--out", metavar="DIR", show_default=False,
+                             help="Bundle directory (new, empty, or an earlier 'debug tactics' directory: resumed)."),
+    fp16: bool = typer.Option(False, "--fp16", help="The failing build allows FP16 kernels."),
+    bf16: bool = typer.Option(False, "--bf16", help="The failing build allows BF16 kernels."),
+    int8: bool = typer.Option(False, "--int8", help="The failing build allows INT8 kernels."),
+    tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="TF32 in every build (default: TensorRT's, on)."),
+    good: str = typer.Option("auto", "--good", help="The good build: fp32 (same network without --fp16/--bf16/--int8), "
+                                                    "rebuild (rebuilt until one passes), auto (fp32 if a reduced precision is given)."),
+    rebuilds: int = typer.Option(6, "--rebuilds", min=2, help="With --good rebuild: at most this many recording builds."),
+    builder_optimization_level: Optional[int] = typer.Option(None, "--builder-optimization-level", min=0, max=5),
+    load_inputs: Optional[Path] = typer.Option(None, "--load-inputs", help="Inputs (.npz or Polygraphy JSON)."),
+    input_shapes: Optional[List[str]] = typer.Option(None, "--input-shapes", help="Shapes of dynamic inputs: NAME:[dims] (repeatable)."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed for synthetic inputs."),
+    reference: str = typer.Option("onnxrt", "--reference", help="Reference backend: onnxrt or ref."),
+    atol: Optional[List[str]] = typer.Option(None, "--atol", help="Absolute tolerance: VALUE or NAME:VALUE (repeatable)."),
+    rtol: Optional[List[str]] = typer.Option(None, "--rtol", help="Relative tolerance: VALUE or NAME:VALUE (repeatable)."),
+    check_error_stat: str = typer.Option("elemwise", "--check-error-stat", help="elemwise, max, mean, median or quantile."),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.json", show_default=False, help="Also write the report here."),
+    verbose: bool = common.VERBOSE,
+) -> None:
+    """Find the layer(s) whose TensorRT tactic makes the outputs wrong; write a replay file that rebuilds a good engine."""
+    from trtdebug.api import make_tolerances
+    from trtdebug.debug.tactics import debug_tactics
+    from trtdebug.inputs.spec import parse_input_shapes
+
+    common.check_choice(good, ("auto", "fp32", "rebuild"), "--good")
+    common.check_choice(reference, ("onnxrt", "ref"), "--reference")
+    make_tolerances(atol, rtol, check_error_stat)
+    options = {"fp16": fp16, "bf16": bf16, "int8": int8, "tf32": tf32,
+               "builder_optimization_level": builder_optimization_level, "verbose": verbose}
+    err = common.stderr_console()
+    with err.status("debug tactics") as status:
+        result = debug_tactics(model, out, build_options={k: v for k, v in options.items() if v not in (None, False)},
+                               good=good, max_rebuilds=rebuilds, inputs=load_inputs,
+                               input_shapes=parse_input_shapes(input_shapes or []) or None, seed=seed,
+                               reference_backend=reference, atol=atol, rtol=rtol, check_error_stat=check_error_stat,
+                               report=report, on_progress=_progress(status, err, verbose), on_status=status.update)
+    data = result.report
+    console = common.stdout_console()
+    for t in data["culprit_tactics"]:
+        where = t.get("layer") or t.get("timing_cache_key")
+        nodes = t.get("onnx_nodes") or []
+        console.print(f"culprit: {where}" + (f" (ONNX: {', '.join(nodes)})" if nodes else "")
+                      + f": bad {t['bad']}, good {t['good']}", markup=False)
+    console.print(f"{data['candidates']} candidates, {data['builds']} builds ({data['search_builds']} in the search) "
+                  f"in {data['seconds']:.1f}s", markup=False)
+    console.print(f"replay (engine that passes: {data['replay_verdict']}): {data['replay']}", markup=False)
+    console.print(f"workaround: {data['workaround']}", markup=False)
+
+
+@debug_app.command("fusion")
+def fusion_command(
+    model: Path = typer.Argument(..., metavar="MODEL.onnx", help="A model whose engine fails but passes with every tensor marked.", show_default=False),
+    out: Path = typer.Option(..., "--out", metavar="DIR", show_default=False,
+                             help="Bundle directory (new, empty, or an earlier 'debug fusion' directory: resumed)."),
+    fp16: bool = typer.Option(False, "--fp16", help="TensorRT: allow FP16 kernels."),
+    bf16: bool = typer.Option(False, "--bf16", help="TensorRT: allow BF16 kernels."),
+    int8: bool = typer.Option(False, "--int8", help="TensorRT: allow INT8 kernels."),
+    tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="TF32 (default: TensorRT's, on)."),
+    builder_optimization_level: Optional[int] = typer.Option(None, "--builder-optimization-level", min=0, max=5),
+    load_inputs: Optional[Path] = typer.Option(None, "--load-inputs", help="Inputs (.npz or Polygraphy JSON)."),
+    input_shapes: Optional[List[str]] = typer.Option(None, "--input-shapes", help="Shapes of dynamic inputs: NAME:[dims] (repeatable)."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed for synthetic inputs."),
+    reference: str = typer.Option("onnxrt", "--reference", help="Reference backend: onnxrt or ref."),
+    atol: Optional[List[str]] = typer.Option(None, "--atol", help="Absolute tolerance: VALUE or NAME:VALUE (repeatable)."),
+    rtol: Optional[List[str]] = typer.Option(None, "--rtol", help="Relative tolerance: VALUE or NAME:VALUE (repeatable)."),
+    check_error_stat: str = typer.Option("elemwise", "--check-error-stat", help="elemwise, max, mean, median or quantile."),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.json", show_default=False, help="Also write the report here."),
+    verbose: bool = common.VERBOSE,
+) -> None:
+    """Find the smallest set of tensors whose marking fixes the engine: the miscompiled fusion, and its workaround."""
+    from trtdebug.api import make_tolerances
+    from trtdebug.debug.fusion import debug_fusion
+    from trtdebug.inputs.spec import parse_input_shapes
+
+    common.check_choice(reference, ("onnxrt", "ref"), "--reference")
+    make_tolerances(atol, rtol, check_error_stat)
+    options = {"fp16": fp16, "bf16": bf16, "int8": int8, "tf32": tf32,
+               "builder_optimization_level": builder_optimization_level, "verbose": verbose}
+    err = common.stderr_console()
+    with err.status("debug fusion") as status:
+        result = debug_fusion(model, out, build_options={k: v for k, v in options.items() if v not in (None, False)},
+                              inputs=load_inputs, input_shapes=parse_input_shapes(input_shapes or []) or None,
+                              seed=seed, reference_backend=reference, atol=atol, rtol=rtol,
+                              check_error_stat=check_error_stat, report=report,
+                              on_progress=_progress(status, err, verbose), on_status=status.update)
+    data, console = result.report, common.stdout_console()
+    for layer in data["fused_layers"]:
+        console.print(f"miscompiled fusion: engine layer {layer['layer']!r} (ONNX nodes: {', '.join(layer['onnx_nodes'])})",
+                      markup=False)
+    w = data["workaround"]
+    lat = (f", {w['latency_ms']:.3f} ms vs {w['unmodified_latency_ms']:.3f} ms unmodified"
+           if w.get("latency_ms") is not None and w.get("unmodified_latency_ms") is not None else "")
+    console.print(f"workaround: mark {', '.join(w['trt_outputs'])} ({w['verdict']}{lat}): {w['command']}", markup=False)
+    console.print(f"{data['candidates']} candidate tensors, {data['builds']} builds in {data['seconds']:.1f}s", markup=False)
+
+
+def _progress(status, err, verbose: bool):
+    def progress(p) -> None:
+        per = f", {p.seconds_per_call:.1f}s per build" if p.seconds_per_call is not None else ""
+        line = f"step {p.step} of about {p.estimate} ({p.phase}): {p.region}{per}"
+        status.update(line)
+        if verbose:
+            err.print(line, markup=False)
+    return progress
 
 
 def _devices(text: Optional[str]):

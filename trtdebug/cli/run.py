@@ -49,6 +49,7 @@ def run(
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file: read if it exists, updated after the build (default: one per GPU and TensorRT version in ~/.cache/trtdebug)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="TensorRT: do not read or update the persistent timing cache."),
     save_engine: Optional[Path] = typer.Option(None, "--save-engine", help="Save the built TensorRT engine here."),
+    load_tactics: Optional[Path] = typer.Option(None, "--load-tactics", help="TensorRT: pin the tactics of this replay file (written by 'trtdebug debug tactics')."),
     trt_outputs: Optional[List[str]] = typer.Option(None, "--trt-outputs", help="Extra tensors to mark in TensorRT only (repeatable)."),
     trt_exclude_outputs: Optional[List[str]] = typer.Option(None, "--trt-exclude-outputs", help="Tensors not to mark in TensorRT (repeatable)."),
     fused_boundaries: bool = typer.Option(False, "--fused-boundaries", help="TensorRT: compare only tensors at fused-layer boundaries of the unmodified engine, keeping its fusions."),
@@ -65,7 +66,8 @@ def run(
                    "--strongly-typed": strongly_typed, "--workspace": workspace, "--trt-min-shapes": trt_min_shapes,
                    "--trt-opt-shapes": trt_opt_shapes, "--trt-max-shapes": trt_max_shapes,
                    "--builder-optimization-level": builder_optimization_level is not None,
-                   "--timing-cache": timing_cache, "--no-cache": no_cache, "--save-engine": save_engine}
+                   "--timing-cache": timing_cache, "--no-cache": no_cache, "--save-engine": save_engine,
+                   "--load-tactics": load_tactics}
     trt = trt or trt_rtx
     given = [flag for flag, value in build_flags.items() if value]
     if given and not trt:
@@ -85,7 +87,7 @@ def run(
                                    workspace=workspace, trt_min_shapes=trt_min_shapes, trt_opt_shapes=trt_opt_shapes,
                                    trt_max_shapes=trt_max_shapes, builder_optimization_level=builder_optimization_level,
                                    timing_cache=timing_cache, persistent_cache=not no_cache,
-                                   save_engine=save_engine, verbose=verbose,
+                                   save_engine=save_engine, load_tactics=load_tactics, verbose=verbose,
                                    module="tensorrt_rtx" if trt_rtx else "tensorrt") if trt else None,
             trt_outputs=trt_outputs or (), trt_exclude_outputs=trt_exclude_outputs or (),
             fused_boundaries=fused_boundaries, max_memory=max_memory, stop_at_first_failure=stop_at_first_failure,

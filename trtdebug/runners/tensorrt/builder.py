@@ -79,6 +79,8 @@ class EngineBuilder:
         self.cache_loaded = self.timing_cache.loaded
         self.progress_events = 0
         self.last_phases: List[Tuple[str, float]] = []  # (phase, seconds) of the last build, from 8.6's log
+        self._replay = None  # the --load-tactics file, read at the first build
+        self._keep_alive: List[object] = []  # selectors and caches TensorRT uses during the current build
 
     # -- parsing ---------------------------------------------------------------------------
     def parse(self) -> ParsedNetwork:
@@ -133,7 +135,22 @@ class EngineBuilder:
             if config.add_optimization_profile(p) < 0:
                 raise UsageError(f"TensorRT rejected an optimization profile: {self.logger.messages.error_text('invalid profile')}")
         self._apply_fp32_nodes(parsed.network, config, notes)
+        self._apply_tactics(config, notes)
         return config, profiles
+
+    def _apply_tactics(self, config, notes: List[str]) -> None:
+        """Pin the tactics of ``TrtBuildConfig.load_tactics`` (a replay file of 'trtdebug debug tactics')."""
+        if self.config.load_tactics is None:
+            return
+        from trtdebug.runners.tensorrt import tactics
+
+        if self._replay is None:
+            self._replay = tactics.load_replay(self.config.load_tactics)
+        misses: List[str] = []
+        self._keep_alive = [tactics.apply_replay(self.trt, config, self.features, self._replay, misses), misses]
+        pinned = len(self._replay.chosen) or len(self._replay.entries)
+        notes.append(f"tactics pinned from {self.config.load_tactics} ({pinned} "
+                     + ("layers)" if self._replay.chosen else "timing cache entries)"))
 
     def _profiles(self, parsed: ParsedNetwork, feed_shapes: Optional[Shapes], notes: List[str]) -> List[Profile]:
         shapes = parsed.input_shapes()

@@ -44,6 +44,8 @@ class TrtBuildConfig:
     show_progress: Optional[bool] = None  # build progress on stderr; None: only when stderr is a terminal
     # When a build fails only because of the extra outputs, mark fewer (the dropped ones are reported).
     reduce_marking_on_failure: bool = True
+    # A tactics replay file ('trtdebug debug tactics' writes one): pin its tactic choices in the build.
+    load_tactics: Optional[Path] = None
 
 
 # -- parsing helpers for the CLI ---------------------------------------------------------------

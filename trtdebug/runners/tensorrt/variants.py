@@ -59,9 +59,11 @@ class NetworkVariants:
         self.parsed = None
 
     def build(self, outputs: Union[OutputSelection, Sequence[str]] = OutputSelection(), *,
-              fp32_nodes: Sequence[str] = ()) -> BuildResult:
+              fp32_nodes: Sequence[str] = (), configure: Optional[Callable[[object], object]] = None) -> BuildResult:
         """Build the network with ``outputs`` (tensor names, or a selection) marked as outputs
         besides the model's, and the layers of ``fp32_nodes`` (ONNX node names) kept in FP32.
+        ``configure(builder_config)`` changes the configuration last (an algorithm selector, a
+        timing cache of its own); what it returns is kept alive until the build ends.
 
         The network is restored afterwards whether the build succeeds or fails; the timing
         cache is saved after each build (a search in isolated processes must not lose it).
@@ -82,9 +84,11 @@ class NetworkVariants:
             config, profiles = self.builder._make_config(self.parsed, self.feed_shapes, notes)  # noqa: SLF001
             if fp32_nodes:
                 config.set_flag(compat.precision_constraint_flag(self.builder.trt, self.builder.features))
+            keep = configure(config) if configure is not None else None
             start = time.perf_counter()
             engine = self.builder._build_serialized(self.parsed, config)  # noqa: SLF001
             seconds = time.perf_counter() - start
+            del keep
         finally:
             for step in reversed(undo):
                 step()
