@@ -395,7 +395,8 @@ class _Network:
 
 @_Behaviour.of("ITimingCache")
 class _TimingCache:
-    """``_p["entries"]``: the measurements (bytes), ``_p["gpu"]``: the device they were made on."""
+    """``_p["entries"]``: the measurements (bytes), ``_p["gpu"]``: the device they were made on;
+    ``_p["edits"]``: the editable cache's view (10.8+), key text -> (tacticHash, timingMSec)."""
 
     def serialize(self):
         return timing_cache_blob(self._p["entries"], self._p["gpu"])
@@ -404,22 +405,24 @@ class _TimingCache:
         if input_cache._p["gpu"] != self._p["gpu"] and not ignore_mismatch:
             return False
         self._p["entries"] |= input_cache._p["entries"]
+        self._p.setdefault("edits", {}).update(input_cache._p.get("edits", {}))
         return True
 
     def reset(self):
         self._p["entries"].clear()
+        self._p.setdefault("edits", {}).clear()
         return True
 
-    # editable timing cache (10.8+): entries key text -> (tacticHash, timingMSec); a builder fake fills them
+    # editable timing cache (10.8+): a builder fake fills the edits
     def queryKeys(self):  # noqa: N802 - TensorRT's name
-        return [_make(self, "TimingCacheKey", text=k) for k in self._p.setdefault("entries", {})]
+        return [_make(self, "TimingCacheKey", text=k) for k in self._p.setdefault("edits", {})]
 
     def query(self, key):
-        h, ms = self._p.setdefault("entries", {}).get(key._p["text"], (2 ** 64 - 1, -1.0))
+        h, ms = self._p.setdefault("edits", {}).get(key._p["text"], (2 ** 64 - 1, -1.0))
         return _make(self, "TimingCacheValue", tacticHash=h, timingMSec=ms)
 
     def update(self, key, value):
-        self._p.setdefault("entries", {})[key._p["text"]] = (value.tacticHash, value.timingMSec)
+        self._p.setdefault("edits", {})[key._p["text"]] = (value.tacticHash, value.timingMSec)
         return True
 
 
