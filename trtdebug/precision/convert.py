@@ -43,6 +43,7 @@ class Conversion:
     kept: Dict[str, str] = field(default_factory=dict)  # node kept in FP32 -> why
     casts: List[str] = field(default_factory=list)  # names of the Cast nodes inserted
     converted_nodes: int = 0
+    reduced: Set[str] = field(default_factory=set)  # original tensors stored or read in the reduced type
     notes: List[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -293,6 +294,8 @@ class _GraphConverter:
             if key not in casts:
                 casts[key] = self._cast(new_nodes, tensor, want)
                 home[casts[key]] = want
+                if want == LOW:
+                    self.result.reduced.add(tensor)
             return casts[key]
 
         for node, d, node_wants in zip(nodes, domains, wants):
@@ -316,6 +319,7 @@ class _GraphConverter:
                 if d == LOW and self._output_low(node, schema, j, low_params):
                     home[o] = LOW
                     self.changed.add(o)
+                    self.result.reduced.add(o)
                 else:
                     home[o] = FP32
             new_nodes.append(node)
@@ -556,3 +560,57 @@ def convert_file(src, dst, to: str = "fp16", keep_fp32: Sequence[str] = (), *, k
     result = convert(model, to, keep_fp32, keep_io_types=keep_io_types, on_overflow=on_overflow)
     save_model(result.model, dst)
     return result
+
+
+# -- emulation: reduced-precision storage that ONNX Runtime's CPU provider honours ---------------
+
+def emulate(model, to: str):
+    """The float32 twin of a converted model: every value the model stores in ``to`` is rounded to
+    it (a Cast to ``to`` and back) and every computation runs in float32.
+
+    Why: ONNX Runtime's CPU provider has FP16 kernels for few ops; for the rest it computes in FP32
+    and then drops its own FP32->FP16->FP32 round trips between such ops, so an FP16 model's
+    intermediate overflow (an Inf that a later node would have seen) silently disappears there.
+    Explicit Cast pairs are kept, so this twin shows what FP16/BF16 *storage* does - the error a
+    TensorRT FP16 engine has too, whose kernels mostly accumulate in FP32.
+    """
+    from onnx import TensorProto
+
+    low = TensorProto.FLOAT16 if to == "fp16" else TensorProto.BFLOAT16
+    twin = copy.deepcopy(model)
+    _emulate_graph(twin.graph, low)
+    return twin
+
+
+def _emulate_graph(graph, low: int) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    types = _elem_types(graph)
+    for t in graph.initializer:
+        if t.data_type == low:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name))
+    for vi in list(graph.input) + list(graph.output):
+        if vi.type.tensor_type.elem_type == low:
+            vi.type.tensor_type.elem_type = TensorProto.FLOAT
+    new_nodes = []
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.name == "to" and node.op_type == "Cast" and attr.i == low:
+                attr.i = TensorProto.FLOAT
+            elif attr.name == "dtype" and attr.i == low:
+                attr.i = TensorProto.FLOAT
+            elif attr.HasField("t") and attr.t.data_type == low:
+                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float32), attr.t.name))
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _emulate_graph(sub, low)
+        new_nodes.append(node)
+        for j, o in enumerate(node.output):
+            if o and types.get(o) == low:
+                exact = f"{o}__exact"
+                node.output[j] = exact
+                new_nodes.append(helper.make_node("Cast", [exact], [f"{o}__stored"], name=f"{CAST_PREFIX}/{o}/store", to=low))
+                new_nodes.append(helper.make_node("Cast", [f"{o}__stored"], [o], name=f"{CAST_PREFIX}/{o}/load",
+                                                  to=TensorProto.FLOAT))
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    del graph.value_info[:]
