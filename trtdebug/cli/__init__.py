@@ -34,6 +34,8 @@ _CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "
 
 def _register() -> None:
     from trtdebug.cli import compare as _compare  # noqa: F401  (commands register on import)
+    from trtdebug.cli import convert as _convert  # noqa: F401
+    from trtdebug.cli import debug_precision as _debug_precision  # noqa: F401
     from trtdebug.cli import report as _report  # noqa: F401
     from trtdebug.cli import run as _run  # noqa: F401
     from trtdebug.cli.debug import debug_app

@@ -19,6 +19,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from trtdebug.errors import BuildError, ParseError, UsageError
 from trtdebug.model.surgery import OutputSelection
 from trtdebug.runners.tensorrt import compat, marking
+from trtdebug.runners.tensorrt import precision as precision_mod
 from trtdebug.runners.tensorrt.config import Profile, TrtBuildConfig
 from trtdebug.runners.tensorrt.logger import shared_logger
 from trtdebug.runners.tensorrt.parser_errors import parse_failure, parser_issues
@@ -223,6 +224,11 @@ class EngineBuilder:
         """
         parsed = self.parse()
         plan = marking.plan_marking(parsed.network, self.graph, selection)
+        plan.route = precision_mod.choose_route(self.features, self.config) if plan.mark else None
+        if plan.route == precision_mod.ROUTE_DEBUG and not unfused_debug:
+            # debug tensors keep the type TensorRT chose; outputs would force FP32 on their producers
+            plan.as_debug, plan.mark = list(plan.mark), []
+            debug_names = list(debug_names) + [n for n in plan.as_debug if n not in debug_names]
         try:
             return self._build_parsed(parsed, plan, feed_shapes, debug_names, unfused_debug)
         except BuildError as exc:
@@ -235,6 +241,12 @@ class EngineBuilder:
                       unfused_debug) -> BuildResult:
         notes: List[str] = []
         marking.apply_marking(parsed.network, plan)
+        if plan.route == precision_mod.ROUTE_OUTPUT_TYPES:
+            plan.reduced_outputs = precision_mod.set_output_types(
+                self.trt, parsed.network, plan.mark, precision_mod.reduced_dtype_name(self.features, self.config))
+        elif plan.route == precision_mod.ROUTE_NONE:
+            notes.append(f"{self.features.label} can neither mark debug tensors nor set output types: marked "
+                         "tensors are FP32 outputs, and their layers may not run in reduced precision")
         debug = self._mark_debug(parsed.network, debug_names, unfused_debug)
         config, profiles = self._make_config(parsed, feed_shapes, notes)
         start = time.perf_counter()
@@ -249,7 +261,7 @@ class EngineBuilder:
 
         def try_build(names):
             sub = marking.MarkPlan(mark=list(names), already_outputs=list(plan.already_outputs),
-                                   skipped=list(plan.skipped), unmark=list(plan.unmark))
+                                   skipped=list(plan.skipped), unmark=list(plan.unmark), route=plan.route)
             try:
                 return self._build_parsed(self.parse(), sub, feed_shapes, debug_names, unfused_debug)
             except BuildError:

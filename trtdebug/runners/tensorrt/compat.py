@@ -33,6 +33,7 @@ name-based I/O (8.5+)                 ``IExecutionContext.execute_async_v3`` /
 output allocator                      ``trt.IOutputAllocator``
 algorithm selector (gone in 11)       ``trt.IAlgorithmSelector``
 debug tensors (10.0+)                 ``INetworkDefinition.mark_debug`` + ``trt.IDebugListener``
+settable tensor types (gone in 11)    ``ITensor.dtype`` is a property with a setter
 unfused debug tensors (10.12+)        ``INetworkDefinition.mark_unfused_tensors_as_debug_tensors``
 capability query                      ``OnnxParser.supports_model_v2`` (10.1+; 10.3 is the
                                       first snapshotted) / ``supports_model`` (gone in 11)
@@ -132,6 +133,7 @@ class Features:
     supports_model: bool
     supports_model_v2: bool
     layer_metadata: bool  # ILayer.metadata ("[ONNX Layer: ...]")
+    tensor_dtype_settable: bool  # ITensor.dtype can be set (I/O types under weak typing; read-only in 11)
     engine_inspector: bool
     tensor_profile_shape: bool  # ICudaEngine.get_tensor_profile_shape (name-based)
     runtime_cache: bool  # kernels compiled just in time at the first inference, into an IRuntimeCache (RTX)
@@ -207,6 +209,7 @@ def detect(trt) -> Features:
         supports_model=_has(parser_cls, "supports_model"),
         supports_model_v2=_has(parser_cls, "supports_model_v2"),
         layer_metadata=_has(_attr(trt, "ILayer"), "metadata"),
+        tensor_dtype_settable=getattr(getattr(_attr(trt, "ITensor"), "dtype", None), "fset", None) is not None,
         engine_inspector=_has(engine_cls, "create_engine_inspector") and _has(trt, "LayerInformationFormat", "JSON"),
         tensor_profile_shape=_has(engine_cls, "get_tensor_profile_shape"),
         runtime_cache=_has(trt, "IRuntimeCache") and _has(_attr(trt, "IRuntimeConfig"), "create_runtime_cache"),

@@ -53,6 +53,11 @@ class MarkPlan:
     already_outputs: List[str] = field(default_factory=list)
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     unmark: List[str] = field(default_factory=list)  # model outputs the user excluded
+    # Reduced precision kept (see precision.py): tensors exposed as debug tensors instead of outputs,
+    # and marked outputs declared HALF/BF16; ``route`` says which remedy this TensorRT allowed.
+    as_debug: List[str] = field(default_factory=list)
+    reduced_outputs: List[str] = field(default_factory=list)
+    route: Optional[str] = None
 
     @property
     def outputs(self) -> List[str]:
@@ -71,6 +76,9 @@ class MarkPlan:
             "unmarked": list(self.unmark),
             "skipped": [{"name": n, "reason": r} for n, r in self.skipped],
             "skipped_counts": self.skipped_counts(),
+            "marked_as_debug": list(self.as_debug),
+            "reduced_precision_outputs": list(self.reduced_outputs),
+            "precision_route": self.route,
         }
 
 

@@ -24,6 +24,7 @@ from trtdebug.runners.base import Runner, TensorMeta
 from trtdebug.runners.tensorrt import boundaries as boundaries_mod
 from trtdebug.runners.tensorrt import compat
 from trtdebug.runners.tensorrt import engine as engine_mod
+from trtdebug.runners.tensorrt import precision as precision_mod
 from trtdebug.runners.tensorrt.config import TrtBuildConfig
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class TrtRunner(Runner):
         self._profile = 0
         self._derived_shapes: Optional[Dict[str, Tuple[int, ...]]] = None  # profile built from feed shapes
         self._cast_notes: set = set()
+        self._widen: set = set()  # tensors marked in reduced precision: widened to float32 on the host
 
     # -- activation ----------------------------------------------------------------------------
     def _activate(self) -> None:
@@ -202,11 +204,40 @@ class TrtRunner(Runner):
         if result.debug_tensors or result.unfused_debug:
             self.extra["debug_tensors"] = list(result.debug_tensors) if not result.unfused_debug else "unfused"
         self._unfused_debug = result.unfused_debug
+        self._widen = set(result.marking.reduced_outputs) | set(result.marking.as_debug)
+        unmodified = self._unmodified_layers(result, feed_shapes)
         try:
             self._load(result.engine_bytes)
         except BackendUnavailableError as exc:  # e.g. RTX: built here without a GPU, cannot run here
             saved = f" and saved to {self._config.save_engine}" if self._config.save_engine else ""
             raise BackendUnavailableError(f"{exc}; the engine was built{saved}") from exc
+        self._report_precisions(result.marking.route, unmodified)
+
+    def _unmodified_layers(self, result, feed_shapes) -> Optional[List[object]]:
+        """Layer information of the engine without marked tensors, where marking may have changed
+        layer precisions (reduced precision asked, tensors marked); one more build, from the timing cache."""
+        plan = result.marking
+        if "layers_unmodified" in self.extra:
+            return self.extra["layers_unmodified"]
+        if plan.route is None or plan.route == precision_mod.ROUTE_STRONGLY_TYPED or not (plan.mark or plan.as_debug):
+            return None
+        plain = self._builder.build(OutputSelection(), feed_shapes=feed_shapes)
+        runtime, engine = engine_mod.deserialize(self._trt, self._logger, plain.engine_bytes)
+        layers = engine_mod.layer_information(self._trt, engine, self._features)
+        del engine, runtime
+        self.extra["unmodified_build_s"] = round(plain.seconds, 3)
+        return layers
+
+    def _report_precisions(self, route: Optional[str], unmodified: Optional[List[object]]) -> None:
+        compared = precision_mod.precision_counts(self.extra.get("layers", []), self._graph)
+        self.extra["layer_precisions"] = compared
+        before = precision_mod.precision_counts(unmodified, self._graph) if unmodified is not None else None
+        if before is not None:
+            self.extra["layer_precisions_unmodified"] = before
+        if route == precision_mod.ROUTE_STRONGLY_TYPED:
+            self.extra["precision_source"] = "the model's types (strongly typed network)"
+        if compared or before:
+            self._note(precision_mod.precision_note(compared, before, route))
 
     def _build_boundaries(self, feed_shapes):
         """Build unmodified, find fused-layer boundaries, expose them (see boundaries.py)."""
@@ -359,6 +390,10 @@ class TrtRunner(Runner):
         if self._listener is not None:
             for name, value in self._listener.captured.items():
                 results.setdefault(name, value)
+        for name in self._widen:
+            value = results.get(name)
+            if value is not None and value.dtype == np.float16:
+                results[name] = value.astype(np.float32)
         del keep_alive
         if self._graph is not None:
             results = dict(sorted(results.items(), key=lambda kv: self._graph.topo_index(kv[0])))

@@ -1,0 +1,66 @@
+"""Reduced precision on a real GPU (TensorRT 8.6 on the H200: ``pytest -m gpu tests/test_precision_gpu.py``).
+
+* an FP16 ``--mark-all`` engine really runs in FP16: most compute layers FP16, close to the unmodified
+  engine's count (before issue 10 item 0, marked outputs forced most layers to FP32);
+* a model converted to FP16 at the ONNX level builds and runs, FP16-accurate.
+Cheap: zoo models, builder optimization level 0.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from trtdebug import zoo
+from trtdebug.model import ModelGraph, OutputSelection
+from trtdebug.runners.tensorrt import Profile, TrtBuildConfig, make_trt_runner
+
+pytestmark = pytest.mark.gpu
+FAST = dict(builder_optimization_level=0)
+MARK_ALL = OutputSelection(mark_all=True)
+
+
+def _cases():
+    conv = onnx.shape_inference.infer_shapes(zoo.conv_net(batch=2))
+    tr = onnx.shape_inference.infer_shapes(zoo.transformer())
+    rng = np.random.default_rng(0)
+    return {
+        "conv_net": (conv, {}, {"image": rng.standard_normal((2, 3, 32, 32)).astype(np.float32)}),
+        "transformer": (tr, {"profiles": (Profile(min={"x": (1, 4, 64)}, opt={"x": (2, 8, 64)}, max={"x": (4, 16, 64)}),)},
+                        {"x": rng.standard_normal((2, 8, 64)).astype(np.float32)}),
+    }
+
+
+@pytest.mark.parametrize("name", ["conv_net", "transformer"])
+def test_fp16_mark_all_engine_runs_mostly_in_fp16(name):
+    model, cfg, feeds = _cases()[name]
+    graph = ModelGraph(model)
+    with make_trt_runner(model, config=TrtBuildConfig(fp16=True, **cfg, **FAST), outputs=MARK_ALL, graph=graph,
+                         model=model) as r:
+        out = r.infer(feeds)
+        extra = dict(r.extra)
+    compared, before = extra["layer_precisions"], extra["layer_precisions_unmodified"]
+    line = next(n for n in extra["notes"] if n.startswith("layer precisions:"))
+    print(name, "route:", extra["precision_route"], "|", line, "| reduced outputs", len(extra["reduced_precision_outputs"]),
+          "debug", len(extra["marked_as_debug"]))
+    assert extra["precision_route"] in ("reduced-precision output types", "debug tensors")
+    total = sum(compared.values())
+    assert compared.get("FP16", 0) > total / 2  # most layers in FP16 (before: most FP32)
+    assert compared.get("FP32", 0) <= before.get("FP32", 0) + max(2, total // 5)  # close to the unmodified engine
+    assert len(out) >= 10 and all(v.dtype != np.float16 for v in out.values())  # widened on the host
+
+
+def test_onnx_level_fp16_model_builds_and_is_fp16_accurate():
+    from trtdebug.precision.attribution import run_all_tensors
+    from trtdebug.precision.convert import convert
+
+    model, cfg, feeds = _cases()["transformer"]
+    fp16 = convert(model, "fp16", ["Softmax"]).model
+    graph = ModelGraph(fp16)
+    with make_trt_runner(fp16, config=TrtBuildConfig(fp16=True, **cfg, **FAST), graph=graph, model=fp16) as r:
+        y = r.infer(feeds)["y"]
+        extra = dict(r.extra)
+    ref = run_all_tensors(model, feeds)["y"]
+    err = float(np.abs(y - ref).max())
+    print("ONNX-level FP16 transformer on TensorRT:", err, extra.get("layer_precisions"))
+    assert 0 < err < 5e-2
