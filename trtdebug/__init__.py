@@ -4,18 +4,25 @@
     outcome = trtdebug.run("model.onnx", backends=("ref", "onnxrt"), mark_all=True)
     print(outcome.passed, outcome.first_failing)
 
-``run``, ``compare``, ``load_report`` and ``render_report`` are :mod:`trtdebug.api`'s; they are
-loaded on first use, so importing this package imports neither TensorRT nor ONNX Runtime (nor
+``run``, ``compare``, ``load_report`` and ``render_report`` are :mod:`trtdebug.api`'s; ``reduce``
+(shrink a failing model), ``convert_precision`` (FP16/BF16 with a keep-FP32 set) and
+``attribute_precision`` (the error each node introduces) are the debuggers'.  All are loaded on first use, so importing this package imports neither TensorRT nor ONNX Runtime (nor
 NumPy): backends load their libraries when they are activated.
 """
 __version__ = "0.1.0"
 
-__all__ = ["Outcome", "Tolerances", "TrtBuildConfig", "compare", "load_report", "render_report", "run"]
+__all__ = ["Outcome", "Tolerances", "TrtBuildConfig", "attribute_precision", "compare", "convert_precision",
+           "load_report", "reduce", "render_report", "run"]
 
+# public name -> (module, attribute)
 _LAZY = {
-    "run": "trtdebug.api", "compare": "trtdebug.api", "load_report": "trtdebug.api", "render_report": "trtdebug.api",
-    "Outcome": "trtdebug.api", "Tolerances": "trtdebug.comparison.tolerances",
-    "TrtBuildConfig": "trtdebug.runners.tensorrt.config",
+    "run": ("trtdebug.api", "run"), "compare": ("trtdebug.api", "compare"),
+    "load_report": ("trtdebug.api", "load_report"), "render_report": ("trtdebug.api", "render_report"),
+    "Outcome": ("trtdebug.api", "Outcome"), "Tolerances": ("trtdebug.comparison.tolerances", "Tolerances"),
+    "TrtBuildConfig": ("trtdebug.runners.tensorrt.config", "TrtBuildConfig"),
+    "reduce": ("trtdebug.debug.reduce", "reduce_model"),
+    "convert_precision": ("trtdebug.precision.convert", "convert"),
+    "attribute_precision": ("trtdebug.precision.attribution", "attribute"),
 }
 
 
@@ -23,7 +30,8 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'trtdebug' has no attribute {name!r}")
 
 

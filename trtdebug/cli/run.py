@@ -97,6 +97,8 @@ def run(
         for result in outcome.results[len(load_outputs or []):]:
             tensors = len(result.iterations[0]) if result.iterations else 0
             err.print(f"{result.runner}: {tensors} tensors, {_fmt_time(result.runtimes)} per inference", markup=False)
+            for note in result.extra.get("notes", []):  # e.g. marking dropped, layer precisions, RTX limits
+                err.print(f"  {note}", markup=False)
         return common.show_outcome(outcome, opts)
 
 
