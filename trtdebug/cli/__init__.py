@@ -36,6 +36,7 @@ def _register() -> None:
     from trtdebug.cli import compare as _compare  # noqa: F401  (commands register on import)
     from trtdebug.cli import report as _report  # noqa: F401
     from trtdebug.cli import run as _run  # noqa: F401
+    from trtdebug.cli import surgeon as _surgeon  # noqa: F401
     from trtdebug.cli.debug import debug_app
     from trtdebug.cli.inspect import inspect_app
 

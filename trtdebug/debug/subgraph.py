@@ -35,7 +35,7 @@ def sanitize(model, *, input_shapes: Optional[Mapping[str, Sequence[int]]] = Non
     notes: List[str] = []
     model = copy.deepcopy(model)
     if input_shapes:
-        _freeze(model, input_shapes)
+        freeze_input_shapes(model, input_shapes)
         notes.append("input shapes frozen: " + ", ".join(f"{k}{list(v)}" for k, v in input_shapes.items()))
     graph = gs.import_onnx(model)
     before = len(graph.nodes)
@@ -56,7 +56,7 @@ def sanitize(model, *, input_shapes: Optional[Mapping[str, Sequence[int]]] = Non
     return folded, notes
 
 
-def _freeze(model, shapes: Mapping[str, Sequence[int]]) -> None:
+def freeze_input_shapes(model, shapes: Mapping[str, Sequence[int]]) -> None:
     known = {i.name: i for i in model.graph.input}
     unknown = [n for n in shapes if n not in known]
     if unknown:
