@@ -443,6 +443,8 @@ def render_unsupported(data: Mapping[str, Any], console=None) -> None:
     n = len(data["culprit_nodes"])
     console.print(f"{n} node(s) of {data['candidates']} keep TensorRT from building {data['model']} "
                   f"({data['builds']} build(s), {data['seconds']:.1f}s)", markup=False)
+    for c in data["failing"]:
+        console.print(f"culprit: {', '.join(c['nodes'])} ({c['operator']}, found by {c['method']})", markup=False)
     table = Table(show_edge=False, show_lines=True)
     for col in ("operator", "count", "method", "reason", "nodes"):
         table.add_column(col, overflow="fold", justify="right" if col == "count" else "left")
