@@ -20,6 +20,7 @@ import numpy as np
 
 from trtdebug.errors import UsageError
 from trtdebug.model.graph import ModelGraph, _implicit_inputs
+from trtdebug.model.loader import infer_model_shapes
 
 
 def sanitize(model, *, input_shapes: Optional[Mapping[str, Sequence[int]]] = None, fold: bool = True) -> Tuple[object, List[str]]:
@@ -37,6 +38,9 @@ def sanitize(model, *, input_shapes: Optional[Mapping[str, Sequence[int]]] = Non
     if input_shapes:
         freeze_input_shapes(model, input_shapes)
         notes.append("input shapes frozen: " + ", ".join(f"{k}{list(v)}" for k, v in input_shapes.items()))
+        # the symbolic shapes inferred before would keep Shape nodes from folding: infer again from the frozen ones
+        del model.graph.value_info[:]
+        model = infer_model_shapes(model)
     graph = gs.import_onnx(model)
     before = len(graph.nodes)
     if fold:

@@ -98,7 +98,8 @@ def _check_names(given: Iterable[str], known: Sequence[str], flag: str, what: st
     known_set = set(known)
     for name in given:
         if name not in known_set:
-            close = difflib.get_close_matches(name, list(known), n=1)
+            same_but_case = [k for k in known if k.lower() == name.lower()]
+            close = same_but_case or difflib.get_close_matches(name, list(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UsageError(f"{flag}: {name!r} is not {what}{hint}")
 
