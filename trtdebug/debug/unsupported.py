@@ -376,13 +376,13 @@ def _write_bundle(out: Path, builds: _Builds, oracle: ModelOracle, culprits, bui
         failing.append({**c, "inputs": ins, "outputs": outs})
     pieces = []
     for i, (nodes, built) in enumerate(buildable):
-        file = f"buildable_{i}.onnx"
+        file, note = f"buildable_{i}.onnx", None
         try:
             save_model(builds.cut(nodes, name=f"buildable_{i}"), out / file)
-        except Exception as exc:  # noqa: BLE001
-            file = None
+        except Exception as exc:  # noqa: BLE001 - as for the failing ones
+            file, note = None, f"not saved: {exc}"
         ins, outs = subgraph_io(builds.graph, nodes)
-        pieces.append({"file": file, "nodes": nodes, "built": built, "inputs": ins, "outputs": outs})
+        pieces.append({"file": file, "nodes": nodes, "built": built, "inputs": ins, "outputs": outs, "note": note})
     rows: Dict[Tuple[str, str, str], Dict[str, Any]] = {}
     for c in failing:
         key = (c["operator"], c["reason"], c["method"])
