@@ -38,6 +38,7 @@ def _register() -> None:
     from trtdebug.cli import debug_precision as _debug_precision  # noqa: F401
     from trtdebug.cli import report as _report  # noqa: F401
     from trtdebug.cli import run as _run  # noqa: F401
+    from trtdebug.cli import surgeon as _surgeon  # noqa: F401
     from trtdebug.cli.debug import debug_app
     from trtdebug.cli.inspect import inspect_app
 

@@ -1,8 +1,9 @@
-"""``trtdebug debug reduce``: thin command over :func:`trtdebug.debug.reduce.reduce_model`."""
+"""``trtdebug debug reduce`` and ``debug unsupported``: thin commands over
+:func:`trtdebug.debug.reduce.reduce_model` and :func:`trtdebug.debug.unsupported.find_unsupported`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import typer
 
@@ -11,12 +12,35 @@ from trtdebug.errors import UsageError
 
 debug_app = typer.Typer(
     name="debug",
-    help="Find which piece of a model to blame: the nodes (reduce), the tactic (tactics), the fusion (fusion).",
+    help="Find which piece of a model to blame: the nodes (reduce), what TensorRT cannot build (unsupported), "
+         "the tactic (tactics), the fusion (fusion), the nodes that must stay FP32 (precision).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+# TensorRT build options, shared by the commands whose oracle builds engines
+TRT_RTX = typer.Option(False, "--trt-rtx", help="TensorRT: use TensorRT-RTX (the 'rtx' extra), which builds without a GPU.")
+FP16 = typer.Option(False, "--fp16", help="TensorRT: allow FP16 kernels.")
+BF16 = typer.Option(False, "--bf16", help="TensorRT: allow BF16 kernels.")
+INT8 = typer.Option(False, "--int8", help="TensorRT: allow INT8 kernels (needs Q/DQ nodes or scales).")
+TF32 = typer.Option(None, "--tf32/--no-tf32", help="TensorRT: allow or forbid TF32 (default: TensorRT's own, on).")
+OPT_LEVEL = typer.Option(None, "--builder-optimization-level", min=0, max=5,
+                         help="TensorRT builder optimization level (0-5; 0 builds fastest, good for debugging builds).")
+
+
+def _trt_options(*, trt_rtx: bool, fp16: bool, bf16: bool, int8: bool, tf32: Optional[bool],
+                 builder_optimization_level: Optional[int]) -> Dict[str, Any]:
+    """The TrtBuildConfig fields the flags ask for (only those given)."""
+    options: Dict[str, Any] = {"module": "tensorrt_rtx"} if trt_rtx else {}
+    options.update({k: True for k, v in (("fp16", fp16), ("bf16", bf16), ("int8", int8)) if v})
+    if tf32 is not None:
+        options["tf32"] = tf32
+    if builder_optimization_level is not None:
+        options["builder_optimization_level"] = builder_optimization_level
+    return options
 
 
 @debug_app.command("reduce")
@@ -48,6 +72,13 @@ def reduce_command(
     repeat: int = typer.Option(1, "--repeat", min=1, help="Ask a flaky oracle this many times per candidate (one failure counts)."),
     no_fold: bool = typer.Option(False, "--no-fold", help="Do not fold constants first."),
     report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.json", show_default=False, help="Also write the report here."),
+    html: Optional[Path] = typer.Option(None, "--html", metavar="FILE.html", show_default=False, help="Also write the report as an HTML page."),
+    trt_rtx: bool = TRT_RTX,
+    fp16: bool = FP16,
+    bf16: bool = BF16,
+    int8: bool = INT8,
+    tf32: Optional[bool] = TF32,
+    builder_optimization_level: Optional[int] = OPT_LEVEL,
     verbose: bool = common.VERBOSE,
 ) -> None:
     """Shrink MODEL to the smallest set of nodes that still fails, and write a repro bundle to DIR."""
@@ -55,6 +86,8 @@ def reduce_command(
     from trtdebug.debug import oracle as oracles
     from trtdebug.debug.reduce import reduce_model
     from trtdebug.inputs.spec import parse_input_shapes
+    from trtdebug.render.debug_html import write_debug_html
+    from trtdebug.util.files import check_output_paths
 
     common.check_choice(on_crash, ("skip", "bad"), "--on-crash")
     chosen = [flag for flag, on in (("--check", check), ("--backend", backend), ("--onnxrt-fails", onnxrt_fails),
@@ -65,16 +98,22 @@ def reduce_command(
     if (fail_code or fail_regex) and not check:
         raise UsageError("--fail-code and --fail-regex apply to --check")
     kw = {"timeout": timeout, "on_crash": on_crash}
+    trt_options = _trt_options(trt_rtx=trt_rtx, fp16=fp16, bf16=bf16, int8=int8, tf32=tf32,
+                               builder_optimization_level=builder_optimization_level)
+    if trt_options and not (trt_build_fails or backend == "trt"):
+        raise UsageError("TensorRT build flags (--trt-rtx, --fp16, ...) apply to --backend trt and --trt-build-fails")
+    check_output_paths({"--out": out, "--report": report, "--html": html}, [model])
     if check:
         oracle = oracles.CommandOracle(check, fail_codes=fail_code or (), fail_regex=fail_regex or (), **kw)
     elif backend:
         common.check_choice(backend, ("onnxrt", "trt"), "--backend")
         make_tolerances(atol, rtol, check_error_stat)
-        oracle = oracles.AccuracyOracle(backend, atol=atol, rtol=rtol, check_error_stat=check_error_stat, **kw)
+        oracle = oracles.AccuracyOracle(backend, atol=atol, rtol=rtol, check_error_stat=check_error_stat,
+                                        trt_options=trt_options, **kw)
     elif onnxrt_fails:
         oracle = oracles.OnnxRuntimeFails(**kw)
     else:
-        oracle = oracles.TrtBuildFails(**kw)
+        oracle = oracles.TrtBuildFails(trt_options=trt_options, **kw)
     device_ids = _devices(devices)
 
     err = common.stderr_console()
@@ -91,6 +130,8 @@ def reduce_command(
                               find_all=find_all, repeat=repeat, report=report, on_progress=progress,
                               on_status=status.update)
     data = result.report
+    if html is not None:
+        write_debug_html(data, html)
     console = common.stdout_console()
     console.print(f"culprit node(s): {', '.join(f'{n} ({op})' for n, op in zip(data['culprit_nodes'], data['culprit_ops']))}",
                   markup=False)
@@ -209,6 +250,54 @@ def _progress(status, err, verbose: bool):
         if verbose:
             err.print(line, markup=False)
     return progress
+
+
+@debug_app.command("unsupported")
+def unsupported_command(
+    model: Path = typer.Argument(..., metavar="MODEL.onnx", help="The model TensorRT fails to parse or build.",
+                                 show_default=False),
+    out: Path = typer.Option(..., "--out", metavar="DIR", show_default=False,
+                             help="Bundle directory (new, empty, or an earlier unsupported directory: its journals are resumed)."),
+    input_shapes: Optional[List[str]] = typer.Option(None, "--input-shapes", help="Freeze dynamic inputs: NAME:[dims] (repeatable)."),
+    timeout: float = typer.Option(600.0, "--timeout", min=1, help="Seconds per build before it counts as a hang."),
+    on_crash: str = typer.Option("bad", "--on-crash", help="A build that crashes or hangs means: bad (fails, the default) or skip."),
+    no_fold: bool = typer.Option(False, "--no-fold", help="Do not fold constants first."),
+    report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.json", show_default=False, help="Also write the report here."),
+    html: Optional[Path] = typer.Option(None, "--html", metavar="FILE.html", show_default=False, help="Also write the report as an HTML page."),
+    trt_rtx: bool = TRT_RTX,
+    fp16: bool = FP16,
+    bf16: bool = BF16,
+    int8: bool = INT8,
+    tf32: Optional[bool] = TF32,
+    builder_optimization_level: Optional[int] = OPT_LEVEL,
+    verbose: bool = common.VERBOSE,
+) -> None:
+    """Find the nodes of MODEL that TensorRT cannot parse (the parser says which) or build (building subgraphs finds them)."""
+    from trtdebug.debug.unsupported import find_unsupported, render_unsupported
+    from trtdebug.inputs.spec import parse_input_shapes
+    from trtdebug.render.debug_html import write_debug_html
+    from trtdebug.util.files import check_output_paths
+
+    common.check_choice(on_crash, ("skip", "bad"), "--on-crash")
+    options = _trt_options(trt_rtx=trt_rtx, fp16=fp16, bf16=bf16, int8=int8, tf32=tf32,
+                           builder_optimization_level=builder_optimization_level)
+    module = options.pop("module", "tensorrt")
+    check_output_paths({"--out": out, "--report": report, "--html": html}, [model])
+    err = common.stderr_console()
+    with err.status("checking") as status:
+        def progress(p) -> None:
+            per = f", {p.seconds_per_call:.1f}s per build" if p.seconds_per_call is not None else ""
+            status.update(f"bisecting: step {p.step} of about {p.estimate}: {p.region}{per}")
+            if verbose:
+                err.print(f"step {p.step} of about {p.estimate} ({p.phase}): {p.region}{per}", markup=False)
+
+        result = find_unsupported(model, out, module=module, trt_options=options,
+                                  input_shapes=parse_input_shapes(input_shapes or []) or None, fold=not no_fold,
+                                  timeout=timeout, on_crash=on_crash, report=report, on_status=status.update,
+                                  on_progress=progress)
+    if html is not None:
+        write_debug_html(result.report, html)
+    render_unsupported(result.report, common.stdout_console())
 
 
 def _devices(text: Optional[str]):

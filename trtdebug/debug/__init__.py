@@ -12,6 +12,9 @@ The layers, from pure to concrete:
   the true values of its inputs.
 * :mod:`~trtdebug.debug.reduce`   - ``trtdebug debug reduce``: the three above put together, and the
   repro bundle it writes.
+* :mod:`~trtdebug.debug.unsupported` - ``trtdebug debug unsupported``: the parser's capability report
+  first, then builds of the subgraphs it accepts, to find the nodes TensorRT cannot build.
+* :mod:`~trtdebug.debug.surgeon`  - ``trtdebug surgeon sanitize|extract``: the same surgery, for users.
 
 Nothing here imports TensorRT or ONNX Runtime at module level.
 """

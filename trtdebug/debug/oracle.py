@@ -285,9 +285,10 @@ class AccuracyOracle(ModelOracle):
 
     def repro(self, case: Case) -> str:
         t = self.tolerance
-        flags = "".join(f" --{k.replace('_', '-')}" for k, v in t.extra.items() if v is True)
+        flags = trt_flags(t.extra) if self.backend == "trt" else ""
+        backend = "trt-rtx" if self.backend == "trt" and t.extra.get("module") == "tensorrt_rtx" else self.backend
         tol = "".join(f" --{k} {shlex.quote(str(v))}" for k, v in (("atol", t.atol), ("rtol", t.rtol)) if v is not None)
-        return (f"trtdebug run {shlex.quote(case.model)} --{self.backend}{flags}{_load_inputs_flag(case)} "
+        return (f"trtdebug run {shlex.quote(case.model)} --{backend}{flags}{_load_inputs_flag(case)} "
                 f"--load-outputs {shlex.quote(str(case.reference))}{tol} --check-error-stat {t.check_error_stat}")
 
 
@@ -326,18 +327,34 @@ class TrtBuildFails(ModelOracle):
         return "tensorrt fails to parse or build" + (f" ({self.trt_options})" if self.trt_options else "")
 
     def repro(self, case: Case) -> str:
-        flags = "".join(f" --{k.replace('_', '-')}" for k, v in self.trt_options.items() if v is True)
-        return f"trtdebug run {shlex.quote(case.model)} --trt{flags}" + _load_inputs_flag(case)
+        backend = "--trt-rtx" if self.trt_options.get("module") == "tensorrt_rtx" else "--trt"
+        return f"trtdebug run {shlex.quote(case.model)} {backend}{trt_flags(self.trt_options)}" + _load_inputs_flag(case)
+
+
+def trt_flags(options: Dict[str, Any]) -> str:
+    """``trtdebug run`` flags for TrtBuildConfig fields (the build flags a repro command needs)."""
+    flags = ""
+    for key, value in options.items():
+        if key == "module" or value is None:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if key == "tf32":
+            flags += " --tf32" if value else " --no-tf32"
+        elif value is True:
+            flags += " " + flag
+        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            flags += f" {flag} {shlex.quote(str(value))}"
+    return flags
 
 
 def _trt_build_child(case: Case, trt_options: Dict[str, Any]) -> Tuple[str, str]:
-    import tensorrt as trt
-
     from trtdebug.errors import BuildError, ParseError
     from trtdebug.model import ModelGraph, load_model
     from trtdebug.runners.tensorrt.builder import EngineBuilder
+    from trtdebug.runners.tensorrt.compat import import_tensorrt
     from trtdebug.runners.tensorrt.config import TrtBuildConfig
 
+    trt = import_tensorrt(trt_options.get("module", "tensorrt"))
     model = load_model(case.model)
     feed_shapes = None
     if case.inputs is not None:
@@ -349,6 +366,7 @@ def _trt_build_child(case: Case, trt_options: Dict[str, Any]) -> Tuple[str, str]
         builder.build(feed_shapes=feed_shapes)
     except (ParseError, BuildError) as exc:
         return Verdict.BAD.value, str(exc).splitlines()[0]
+    builder.save_timing_cache()  # the next candidate's build (another child) starts from these timings
     return Verdict.GOOD.value, "built"
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from trtdebug.errors import UsageError
 from trtdebug.model.graph import ModelGraph, _implicit_inputs
+from trtdebug.model.loader import infer_model_shapes
 
 
 def sanitize(model, *, input_shapes: Optional[Mapping[str, Sequence[int]]] = None, fold: bool = True) -> Tuple[object, List[str]]:
@@ -35,8 +36,11 @@ def sanitize(model, *, input_shapes: Optional[Mapping[str, Sequence[int]]] = Non
     notes: List[str] = []
     model = copy.deepcopy(model)
     if input_shapes:
-        _freeze(model, input_shapes)
+        freeze_input_shapes(model, input_shapes)
         notes.append("input shapes frozen: " + ", ".join(f"{k}{list(v)}" for k, v in input_shapes.items()))
+        # the symbolic shapes inferred before would keep Shape nodes from folding: infer again from the frozen ones
+        del model.graph.value_info[:]
+        model = infer_model_shapes(model)
     graph = gs.import_onnx(model)
     before = len(graph.nodes)
     if fold:
@@ -56,7 +60,7 @@ def sanitize(model, *, input_shapes: Optional[Mapping[str, Sequence[int]]] = Non
     return folded, notes
 
 
-def _freeze(model, shapes: Mapping[str, Sequence[int]]) -> None:
+def freeze_input_shapes(model, shapes: Mapping[str, Sequence[int]]) -> None:
     known = {i.name: i for i in model.graph.input}
     unknown = [n for n in shapes if n not in known]
     if unknown:

@@ -51,7 +51,7 @@ def load_model(path: PathLike, *, infer_shapes: bool = True) -> "onnx.ModelProto
         raise ModelLoadError(f"{p} is not an ONNX model (no opset_import)")
     name_unnamed_nodes(model)
     if infer_shapes:
-        model = _infer_shapes(model)
+        model = infer_model_shapes(model)
     return model
 
 
@@ -68,7 +68,8 @@ def name_unnamed_nodes(model) -> None:
         taken.add(name)
 
 
-def _infer_shapes(model):
+def infer_model_shapes(model):
+    """``model`` with ONNX shape inference (data propagation on) applied; unchanged, with a warning, where it fails."""
     import onnx
 
     try:
