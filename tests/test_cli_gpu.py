@@ -15,7 +15,7 @@ FAST = ["--builder-optimization-level", "0"]
 
 
 def trtdebug(*args):
-    proc = subprocess.run([sys.executable, "-m", "trtdebug", *map(str, args)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "trtdebug", *map(str, args)], capture_output=True, text=True, encoding="utf-8", timeout=600)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 

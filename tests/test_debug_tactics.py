@@ -37,7 +37,7 @@ def chain_model():
         prev = out
     g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 8, 16, 16])],
                           [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 8, 16, 16])])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def _network(trt):

@@ -38,7 +38,7 @@ def overflow_model():
     g = helper.make_graph(nodes, "overflow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [256, n])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [256, n])],
                           initializer=[numpy_helper.from_array(w, name) for w, name in ((w0, "w0"), (w1, "w1"), (w2, "w2"))])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def test_debug_tactics_names_the_fp16_overflow_layer_and_its_replay_passes(tmp_path):
@@ -76,7 +76,7 @@ def conv_chain():
         prev = f"relu{i}_out"
     g = helper.make_graph(nodes, "convs", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 8, 32, 32])],
                           [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, 8, 32, 32])], initializer=inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def test_debug_fusion_names_a_planted_bad_fusion(tmp_path):

