@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import re
 import shutil
 import sys
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import REPO, child, find_polygraphy, machine, median, portable, write_json_atomic  # noqa: E402
+from harness import REPO, child, find_polygraphy, machine, median, portable, tool_env, write_json_atomic  # noqa: E402
 
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "cpu_every_layer.json"
 TARGET_WALL_RATIO = 0.10  # trtdebug at most a tenth of Polygraphy's wall time ...
@@ -64,9 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     polygraphy = find_polygraphy(args.polygraphy)
     trtdebug = [sys.executable, "-m", "trtdebug"]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env.setdefault("POLYGRAPHY_AUTOINSTALL_DEPS", "0")
+    env = tool_env()
 
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)

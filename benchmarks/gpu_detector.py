@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import REPO, child, find_polygraphy, machine, median, portable, write_json_atomic  # noqa: E402
+from harness import REPO, child, find_polygraphy, in_workdir, machine, median, portable, tool_env, write_json_atomic  # noqa: E402
 
 OUTPUT = REPO / "benchmarks" / "results" / "gpu_detector.json"
 
@@ -38,17 +36,11 @@ def main() -> int:
     ap.add_argument("--polygraphy")
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
-    if args.workdir:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        return run(args, args.workdir.resolve())
-    with tempfile.TemporaryDirectory(prefix="trtdebug-detector-bench-") as tmp:
-        return run(args, Path(tmp))
+    return in_workdir(args, run, "trtdebug-detector-bench-")
 
 
 def run(args, work: Path) -> int:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env.setdefault("POLYGRAPHY_AUTOINSTALL_DEPS", "0")
+    env = tool_env()
     model, inputs = args.model.resolve(), work / "inputs.json"
     cache_home, poly_cache = work / "xdg-cache", work / "polygraphy.cache"
     env["XDG_CACHE_HOME"] = str(cache_home)

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import REPO, child, find_polygraphy, machine, median, portable, write_json_atomic  # noqa: E402
+from harness import REPO, child, find_polygraphy, in_workdir, machine, median, portable, tool_env, write_json_atomic  # noqa: E402
 
 OUTPUT = REPO / "benchmarks" / "results" / "gpu_every_layer.json"
 
@@ -40,11 +38,7 @@ def main() -> int:
     ap.add_argument("--polygraphy")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each case, taking turns; the median is reported")
     args = ap.parse_args()
-    if args.workdir:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        return run(args, args.workdir.resolve())
-    with tempfile.TemporaryDirectory(prefix="trtdebug-gpu-bench-") as tmp:
-        return run(args, Path(tmp))
+    return in_workdir(args, run, "trtdebug-gpu-bench-")
 
 
 def run(args, work: Path) -> int:
@@ -53,9 +47,7 @@ def run(args, work: Path) -> int:
 
     from trtdebug import zoo
 
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env.setdefault("POLYGRAPHY_AUTOINSTALL_DEPS", "0")
+    env = tool_env()
     model, inputs, cache = work / "encoder.onnx", work / "inputs.json", work / "timing.cache"
     onnx.save(zoo.transformer(blocks=args.blocks, batch=8, seq=128), str(model))
     trtdebug = [sys.executable, "-m", "trtdebug"]

@@ -18,6 +18,23 @@ from typing import Dict, List, Optional
 REPO = Path(__file__).resolve().parent.parent
 
 
+def tool_env() -> Dict[str, str]:
+    """The environment both tools run in: this checkout first on PYTHONPATH, Polygraphy never installing."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.setdefault("POLYGRAPHY_AUTOINSTALL_DEPS", "0")
+    return env
+
+
+def in_workdir(args, run, prefix: str) -> int:
+    """``run(args, work)`` in ``args.workdir`` (kept) or in a temporary directory (removed)."""
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        return run(args, args.workdir.resolve())
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        return run(args, Path(tmp))
+
+
 def child(cmd: List[str], env: Dict[str, str], log: Path) -> dict:
     """Run ``cmd`` to completion; its own wall time and peak RSS (ru_maxrss of that child, via wait4)."""
     with open(log, "wb") as out:
