@@ -9,17 +9,12 @@ from typing import Any, Dict, List, Optional
 import typer
 
 from trtdebug.cli import common
+from trtdebug.cli.typer_app import sub_app
 from trtdebug.errors import UsageError
 
-debug_app = typer.Typer(
-    name="debug",
-    help="Find which piece of a model to blame: the nodes (reduce), what TensorRT cannot build (unsupported), "
-         "the tactic (tactics), the fusion (fusion), the nodes that must stay FP32 (precision).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+debug_app = sub_app("debug",
+                "Find which piece of a model to blame: the nodes (reduce), what TensorRT cannot build (unsupported), "
+                "the tactic (tactics), the fusion (fusion), the nodes that must stay FP32 (precision).")
 
 
 # TensorRT build options, shared by the commands whose oracle builds engines
