@@ -210,7 +210,7 @@ def run(
             order, feeds, Outcome(feeds=list(feeds)), model=onnx_model, graph=graph, selection=selection, budget=budget,
             make_runner=window_runner, loaded=loaded, tolerances=tolerances,
             stop_at_first_failure=stop_at_first_failure, save_outputs=save_outputs, record_inputs=record_inputs,
-            model_path=str(model_path) if model_path else None, on_status=status)
+            model_path=str(model_path) if model_path else None, on_status=status, open_store=_open_store)
     if plan is None:
         outcome = run_runners(runners, feeds, save_outputs=save_outputs, record_inputs=record_inputs, graph=graph,
                               model_path=str(model_path) if model_path else None, on_status=status)
@@ -533,10 +533,24 @@ def run_runners(runners: Sequence, feeds: Sequence[Feeds], *, save_outputs: Opti
     its own runners.
     """
     from trtdebug import pipeline
+
+    outcome = Outcome(feeds=list(feeds))
+    with _open_store(outcome, save_outputs, graph=graph, model_path=model_path) as store:
+        pipeline.execute(runners, feeds, store, save_all=save_outputs is not None,
+                         save_inputs=save_outputs is not None and record_inputs, status=on_status)
+    outcome.results = list(store.results)
+    return outcome
+
+
+@contextlib.contextmanager
+def _open_store(outcome: Outcome, save_outputs: Optional[PathLike], *, graph, model_path: Optional[str]):
+    """The OutputStore a run writes to: ``save_outputs``, built aside and swapped in (with its index)
+    when the block completes, or a scratch directory ``outcome`` owns.  On success a saved store is
+    recorded on ``outcome``; on an error the half-built directory is dropped.  ``windows`` gets it
+    passed in (it cannot import this module, which imports it)."""
     from trtdebug.results import OutputStore, outputs_dir_problem
     from trtdebug.util.files import atomic_directory
 
-    outcome = Outcome(feeds=list(feeds))
     with contextlib.ExitStack() as stack:
         if save_outputs is not None:
             root = stack.enter_context(atomic_directory(save_outputs, owned=outputs_dir_problem))
@@ -544,16 +558,13 @@ def run_runners(runners: Sequence, feeds: Sequence[Feeds], *, save_outputs: Opti
             outcome._scratch = tempfile.TemporaryDirectory(prefix="trtdebug-")
             root = Path(outcome._scratch.name)
         store = OutputStore(root, graph=graph, model_path=model_path)
-        pipeline.execute(runners, feeds, store, save_all=save_outputs is not None,
-                         save_inputs=save_outputs is not None and record_inputs, status=on_status)
+        yield store
         if save_outputs is not None:
             store.write_index()
     if save_outputs is not None:
         store.root = Path(save_outputs)  # the staging directory was renamed there
         outcome.saved_outputs = Path(save_outputs)
         outcome.notes.append(f"outputs saved to {save_outputs}")
-    outcome.results = list(store.results)
-    return outcome
 
 
 def _topology(graph, loaded) -> dict:

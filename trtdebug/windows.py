@@ -25,10 +25,7 @@ skipped.
 """
 from __future__ import annotations
 
-import contextlib
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -251,31 +248,25 @@ MakeRunner = Callable[[str, Any], Any]  # (backend, OutputSelection) -> Runner
 def run_windowed(backends: Sequence[str], feeds: Sequence[Feeds], outcome, *, model, graph, selection, budget: int,
                  make_runner: MakeRunner, loaded: Sequence[Any] = (), tolerances=None,
                  stop_at_first_failure: bool = False, save_outputs=None, record_inputs: bool = True,
-                 model_path: Optional[str] = None, on_status=None):
+                 model_path: Optional[str] = None, on_status=None, open_store):
     """Run ``backends`` window by window into one output store; fills ``outcome`` (an empty
     :class:`trtdebug.api.Outcome`) and returns ``(outcome, WindowPlan)``.
 
     The filled Outcome is what :func:`trtdebug.api.run_runners` returns for an unbounded run (one
     RunResult per backend, its tensors on disk), so the caller compares and reports as usual.
     ``loaded``: saved reference outputs (``--load-outputs``), read from disk, never held.
+    ``open_store``: :func:`trtdebug.api._open_store` (the store in ``save_outputs`` or a scratch one).
     """
     from trtdebug.model.surgery import OutputSelection, plan_outputs
-    from trtdebug.results import OutputStore, RunResult, TensorSet, outputs_dir_problem
+    from trtdebug.results import RunResult, TensorSet
     from trtdebug.runners.onnx_common import OutputReport
-    from trtdebug.util.files import atomic_directory
 
     status = on_status or (lambda msg: None)
     names, _ = plan_outputs(graph, selection)
     status("sizing tensors")
     plan = plan_windows(names, estimate_sizes(model, names, feeds), budget)
     references = [r for lo in loaded for r in lo.results]
-    with contextlib.ExitStack() as stack:
-        if save_outputs is not None:
-            root = stack.enter_context(atomic_directory(save_outputs, owned=outputs_dir_problem))
-        else:
-            outcome._scratch = tempfile.TemporaryDirectory(prefix="trtdebug-")
-            root = Path(outcome._scratch.name)
-        store = OutputStore(root, graph=graph, model_path=model_path)
+    with open_store(outcome, save_outputs, graph=graph, model_path=model_path) as store:
         digests = store.record_inputs(feeds, save=save_outputs is not None and record_inputs)
         results: Dict[str, Any] = {}
 
@@ -313,12 +304,6 @@ def run_windowed(backends: Sequence[str], feeds: Sequence[Feeds], outcome, *, mo
             if backend != "trt":  # what an unbounded run's ONNX runner says it left out (sequences, bodies)
                 results[backend].extra.update(OutputReport(graph, selection).as_extra())
             results[backend].extra["windows"] = sum(w.status == "ran" for w in plan.windows)
-        if save_outputs is not None:
-            store.write_index()
-    if save_outputs is not None:
-        store.root = Path(save_outputs)
-        outcome.saved_outputs = Path(save_outputs)
-        outcome.notes.append(f"outputs saved to {save_outputs}")
     outcome.results = [results[b] for b in backends]
     outcome.notes.extend(plan.notes())
     if "ref" in backends:

@@ -58,24 +58,37 @@ assert set(_SHARED) == {f.name for f in fields(ComparisonOptions)}
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Show tracebacks and backend logs.")
 
 
-def comparison_options(func):
-    """Add the shared options to a typer command; it receives them as ``opts: ComparisonOptions``."""
-    hints = typing.get_type_hints(func)  # the command module's string annotations, resolved there
-    signature = inspect.signature(func)
-    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
-             for name, (annotation, option) in _SHARED.items()]
+def option_group(name: str, shared, make):
+    """A decorator adding the options ``shared`` ({parameter: (annotation, typer.Option)}) to a typer
+    command; the command receives ``make(**their values)`` as its parameter ``name``.
 
-    @functools.wraps(func)
-    def command(**kwargs):
-        opts = ComparisonOptions(**{name: kwargs.pop(name) for name in _SHARED})
-        check_choice(opts.order, ("topo", "worst"), "--order")
-        return func(opts=opts, **kwargs)
+    typer has no option groups: this is how several commands declare one set of options once."""
+    def decorate(func):
+        hints = typing.get_type_hints(func)  # the command module's string annotations, resolved there
+        signature = inspect.signature(func)
+        extra = [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+                 for key, (annotation, option) in shared.items()]
 
-    params = [p.replace(annotation=hints.get(p.name, p.annotation))
-              for p in signature.parameters.values() if p.name != "opts"] + extra
-    command.__signature__ = signature.replace(parameters=params)
-    command.__annotations__ = {p.name: p.annotation for p in params}
-    return command
+        @functools.wraps(func)
+        def command(**kwargs):
+            return func(**{name: make(**{key: kwargs.pop(key) for key in shared})}, **kwargs)
+
+        params = [p.replace(annotation=hints.get(p.name, p.annotation))
+                  for p in signature.parameters.values() if p.name != name] + extra
+        command.__signature__ = signature.replace(parameters=params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+    return decorate
+
+
+def _comparison(**values) -> ComparisonOptions:
+    opts = ComparisonOptions(**values)
+    check_choice(opts.order, ("topo", "worst"), "--order")
+    return opts
+
+
+# adds the shared options to a typer command; it receives them as ``opts: ComparisonOptions``
+comparison_options = option_group("opts", _SHARED, _comparison)
 
 
 def check_choice(value: str, choices, flag: str) -> str:

@@ -2,23 +2,19 @@
 :func:`trtdebug.debug.reduce.reduce_model` and :func:`trtdebug.debug.unsupported.find_unsupported`."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import typer
 
 from trtdebug.cli import common
+from trtdebug.cli.typer_app import sub_app
 from trtdebug.errors import UsageError
 
-debug_app = typer.Typer(
-    name="debug",
-    help="Find which piece of a model to blame: the nodes (reduce), what TensorRT cannot build (unsupported), "
-         "the tactic (tactics), the fusion (fusion), the nodes that must stay FP32 (precision).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+debug_app = sub_app("debug",
+                "Find which piece of a model to blame: the nodes (reduce), what TensorRT cannot build (unsupported), "
+                "the tactic (tactics), the fusion (fusion), the nodes that must stay FP32 (precision).")
 
 
 # TensorRT build options, shared by the commands whose oracle builds engines
@@ -43,7 +39,58 @@ def _trt_options(*, trt_rtx: bool, fp16: bool, bf16: bool, int8: bool, tf32: Opt
     return options
 
 
+_PRECISION = {"fp16": (bool, FP16), "bf16": (bool, BF16), "int8": (bool, INT8), "tf32": (Optional[bool], TF32),
+              "builder_optimization_level": (Optional[int], OPT_LEVEL)}
+# the build flags with --trt-rtx, received as ``trt: Dict[str, Any]`` (the fields of _trt_options)
+trt_flags = common.option_group("trt", {"trt_rtx": (bool, TRT_RTX), **_PRECISION}, _trt_options)
+# the build flags without --trt-rtx (commands that record tactics or mark tensors need TensorRT's own)
+precision_flags = common.option_group("trt", _PRECISION, lambda **flags: _trt_options(trt_rtx=False, **flags))
+
+
+@dataclass
+class _Reference:
+    """The reference, inputs and tolerance options of the commands that compare engines with a reference run."""
+
+    load_inputs: Optional[Path] = None
+    input_shapes: Optional[List[str]] = None
+    seed: Optional[int] = None
+    reference: str = "onnxrt"
+    atol: Optional[List[str]] = None
+    rtol: Optional[List[str]] = None
+    check_error_stat: str = "elemwise"
+    report: Optional[Path] = None
+
+    def search_kwargs(self) -> Dict[str, Any]:
+        """Check the options; give them as keywords of ``debug_tactics`` / ``debug_fusion``."""
+        from trtdebug.api import make_tolerances
+        from trtdebug.inputs.spec import parse_input_shapes
+
+        common.check_choice(self.reference, ("onnxrt", "ref"), "--reference")
+        make_tolerances(self.atol, self.rtol, self.check_error_stat)
+        return {"inputs": self.load_inputs, "input_shapes": parse_input_shapes(self.input_shapes or []) or None,
+                "seed": self.seed, "reference_backend": self.reference, "atol": self.atol, "rtol": self.rtol,
+                "check_error_stat": self.check_error_stat, "report": self.report}
+
+
+reference_options = common.option_group("ref", {
+    "load_inputs": (Optional[Path], typer.Option(None, "--load-inputs", help="Inputs (.npz or Polygraphy JSON).")),
+    "input_shapes": (Optional[List[str]], typer.Option(None, "--input-shapes", help="Shapes of dynamic inputs: NAME:[dims] (repeatable).")),
+    "seed": (Optional[int], typer.Option(None, "--seed", min=0, help="Seed for synthetic inputs.")),
+    "reference": (str, typer.Option("onnxrt", "--reference", help="Reference backend: onnxrt or ref.")),
+    "atol": (Optional[List[str]], typer.Option(None, "--atol", help="Absolute tolerance: VALUE or NAME:VALUE (repeatable).")),
+    "rtol": (Optional[List[str]], typer.Option(None, "--rtol", help="Relative tolerance: VALUE or NAME:VALUE (repeatable).")),
+    "check_error_stat": (str, typer.Option("elemwise", "--check-error-stat", help="elemwise, max, mean, median or quantile.")),
+    "report": (Optional[Path], typer.Option(None, "--report", metavar="FILE.json", show_default=False, help="Also write the report here.")),
+}, _Reference)
+
+
+def _search_build_options(trt: Dict[str, Any], verbose: bool) -> Dict[str, Any]:
+    """The failing build's TrtBuildConfig fields for ``debug tactics`` / ``debug fusion`` (flags left unset are left out)."""
+    return {k: v for k, v in {**trt, "verbose": verbose}.items() if v not in (None, False)}
+
+
 @debug_app.command("reduce")
+@trt_flags
 def reduce_command(
     model: Path = typer.Argument(..., metavar="MODEL.onnx", help="The failing ONNX model.", show_default=False),
     out: Path = typer.Option(..., "--out", metavar="DIR", show_default=False,
@@ -73,13 +120,9 @@ def reduce_command(
     no_fold: bool = typer.Option(False, "--no-fold", help="Do not fold constants first."),
     report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.json", show_default=False, help="Also write the report here."),
     html: Optional[Path] = typer.Option(None, "--html", metavar="FILE.html", show_default=False, help="Also write the report as an HTML page."),
-    trt_rtx: bool = TRT_RTX,
-    fp16: bool = FP16,
-    bf16: bool = BF16,
-    int8: bool = INT8,
-    tf32: Optional[bool] = TF32,
-    builder_optimization_level: Optional[int] = OPT_LEVEL,
     verbose: bool = common.VERBOSE,
+    *,
+    trt: Dict[str, Any],
 ) -> None:
     """Shrink MODEL to the smallest set of nodes that still fails, and write a repro bundle to DIR."""
     from trtdebug.api import make_tolerances
@@ -98,8 +141,7 @@ def reduce_command(
     if (fail_code or fail_regex) and not check:
         raise UsageError("--fail-code and --fail-regex apply to --check")
     kw = {"timeout": timeout, "on_crash": on_crash}
-    trt_options = _trt_options(trt_rtx=trt_rtx, fp16=fp16, bf16=bf16, int8=int8, tf32=tf32,
-                               builder_optimization_level=builder_optimization_level)
+    trt_options = trt
     if trt_options and not (trt_build_fails or backend == "trt"):
         raise UsageError("TensorRT build flags (--trt-rtx, --fp16, ...) apply to --backend trt and --trt-build-fails")
     check_output_paths({"--out": out, "--report": report, "--html": html}, [model])
@@ -143,45 +185,30 @@ def reduce_command(
 
 
 @debug_app.command("tactics")
+@precision_flags
+@reference_options
 def tactics_command(
     model: Path = typer.Argument(..., metavar="MODEL.onnx", help="The model whose TensorRT engine is wrong.", show_default=False),
     out: Path = typer.Option(..., "--out", metavar="DIR", show_default=False,
                              help="Bundle directory (new, empty, or an earlier 'debug tactics' directory: resumed)."),
-    fp16: bool = typer.Option(False, "--fp16", help="The failing build allows FP16 kernels."),
-    bf16: bool = typer.Option(False, "--bf16", help="The failing build allows BF16 kernels."),
-    int8: bool = typer.Option(False, "--int8", help="The failing build allows INT8 kernels."),
-    tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="TF32 in every build (default: TensorRT's, on)."),
     good: str = typer.Option("auto", "--good", help="The good build: fp32 (same network without --fp16/--bf16/--int8), "
                                                     "rebuild (rebuilt until one passes), auto (fp32 if a reduced precision is given)."),
     rebuilds: int = typer.Option(6, "--rebuilds", min=2, help="With --good rebuild: at most this many recording builds."),
-    builder_optimization_level: Optional[int] = typer.Option(None, "--builder-optimization-level", min=0, max=5),
-    load_inputs: Optional[Path] = typer.Option(None, "--load-inputs", help="Inputs (.npz or Polygraphy JSON)."),
-    input_shapes: Optional[List[str]] = typer.Option(None, "--input-shapes", help="Shapes of dynamic inputs: NAME:[dims] (repeatable)."),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed for synthetic inputs."),
-    reference: str = typer.Option("onnxrt", "--reference", help="Reference backend: onnxrt or ref."),
-    atol: Optional[List[str]] = typer.Option(None, "--atol", help="Absolute tolerance: VALUE or NAME:VALUE (repeatable)."),
-    rtol: Optional[List[str]] = typer.Option(None, "--rtol", help="Relative tolerance: VALUE or NAME:VALUE (repeatable)."),
-    check_error_stat: str = typer.Option("elemwise", "--check-error-stat", help="elemwise, max, mean, median or quantile."),
-    report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.json", show_default=False, help="Also write the report here."),
     verbose: bool = common.VERBOSE,
+    *,
+    trt: Dict[str, Any],
+    ref: _Reference,
 ) -> None:
     """Find the layer(s) whose TensorRT tactic makes the outputs wrong; write a replay file that rebuilds a good engine."""
-    from trtdebug.api import make_tolerances
     from trtdebug.debug.tactics import debug_tactics
-    from trtdebug.inputs.spec import parse_input_shapes
 
     common.check_choice(good, ("auto", "fp32", "rebuild"), "--good")
-    common.check_choice(reference, ("onnxrt", "ref"), "--reference")
-    make_tolerances(atol, rtol, check_error_stat)
-    options = {"fp16": fp16, "bf16": bf16, "int8": int8, "tf32": tf32,
-               "builder_optimization_level": builder_optimization_level, "verbose": verbose}
+    search = ref.search_kwargs()
     err = common.stderr_console()
     with err.status("debug tactics") as status:
-        result = debug_tactics(model, out, build_options={k: v for k, v in options.items() if v not in (None, False)},
-                               good=good, max_rebuilds=rebuilds, inputs=load_inputs,
-                               input_shapes=parse_input_shapes(input_shapes or []) or None, seed=seed,
-                               reference_backend=reference, atol=atol, rtol=rtol, check_error_stat=check_error_stat,
-                               report=report, on_progress=_progress(status, err, verbose), on_status=status.update)
+        result = debug_tactics(model, out, build_options=_search_build_options(trt, verbose), good=good,
+                               max_rebuilds=rebuilds, on_progress=_progress(status, err, verbose),
+                               on_status=status.update, **search)
     data = result.report
     console = common.stdout_console()
     for t in data["culprit_tactics"]:
@@ -196,41 +223,25 @@ def tactics_command(
 
 
 @debug_app.command("fusion")
+@precision_flags
+@reference_options
 def fusion_command(
     model: Path = typer.Argument(..., metavar="MODEL.onnx", help="A model whose engine fails but passes with every tensor marked.", show_default=False),
     out: Path = typer.Option(..., "--out", metavar="DIR", show_default=False,
                              help="Bundle directory (new, empty, or an earlier 'debug fusion' directory: resumed)."),
-    fp16: bool = typer.Option(False, "--fp16", help="TensorRT: allow FP16 kernels."),
-    bf16: bool = typer.Option(False, "--bf16", help="TensorRT: allow BF16 kernels."),
-    int8: bool = typer.Option(False, "--int8", help="TensorRT: allow INT8 kernels."),
-    tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="TF32 (default: TensorRT's, on)."),
-    builder_optimization_level: Optional[int] = typer.Option(None, "--builder-optimization-level", min=0, max=5),
-    load_inputs: Optional[Path] = typer.Option(None, "--load-inputs", help="Inputs (.npz or Polygraphy JSON)."),
-    input_shapes: Optional[List[str]] = typer.Option(None, "--input-shapes", help="Shapes of dynamic inputs: NAME:[dims] (repeatable)."),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed for synthetic inputs."),
-    reference: str = typer.Option("onnxrt", "--reference", help="Reference backend: onnxrt or ref."),
-    atol: Optional[List[str]] = typer.Option(None, "--atol", help="Absolute tolerance: VALUE or NAME:VALUE (repeatable)."),
-    rtol: Optional[List[str]] = typer.Option(None, "--rtol", help="Relative tolerance: VALUE or NAME:VALUE (repeatable)."),
-    check_error_stat: str = typer.Option("elemwise", "--check-error-stat", help="elemwise, max, mean, median or quantile."),
-    report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.json", show_default=False, help="Also write the report here."),
     verbose: bool = common.VERBOSE,
+    *,
+    trt: Dict[str, Any],
+    ref: _Reference,
 ) -> None:
     """Find the smallest set of tensors whose marking fixes the engine: the miscompiled fusion, and its workaround."""
-    from trtdebug.api import make_tolerances
     from trtdebug.debug.fusion import debug_fusion
-    from trtdebug.inputs.spec import parse_input_shapes
 
-    common.check_choice(reference, ("onnxrt", "ref"), "--reference")
-    make_tolerances(atol, rtol, check_error_stat)
-    options = {"fp16": fp16, "bf16": bf16, "int8": int8, "tf32": tf32,
-               "builder_optimization_level": builder_optimization_level, "verbose": verbose}
+    search = ref.search_kwargs()
     err = common.stderr_console()
     with err.status("debug fusion") as status:
-        result = debug_fusion(model, out, build_options={k: v for k, v in options.items() if v not in (None, False)},
-                              inputs=load_inputs, input_shapes=parse_input_shapes(input_shapes or []) or None,
-                              seed=seed, reference_backend=reference, atol=atol, rtol=rtol,
-                              check_error_stat=check_error_stat, report=report,
-                              on_progress=_progress(status, err, verbose), on_status=status.update)
+        result = debug_fusion(model, out, build_options=_search_build_options(trt, verbose),
+                              on_progress=_progress(status, err, verbose), on_status=status.update, **search)
     data, console = result.report, common.stdout_console()
     for layer in data["fused_layers"]:
         console.print(f"miscompiled fusion: engine layer {layer['layer']!r} (ONNX nodes: {', '.join(layer['onnx_nodes'])})",
@@ -253,6 +264,7 @@ def _progress(status, err, verbose: bool):
 
 
 @debug_app.command("unsupported")
+@trt_flags
 def unsupported_command(
     model: Path = typer.Argument(..., metavar="MODEL.onnx", help="The model TensorRT fails to parse or build.",
                                  show_default=False),
@@ -264,13 +276,9 @@ def unsupported_command(
     no_fold: bool = typer.Option(False, "--no-fold", help="Do not fold constants first."),
     report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.json", show_default=False, help="Also write the report here."),
     html: Optional[Path] = typer.Option(None, "--html", metavar="FILE.html", show_default=False, help="Also write the report as an HTML page."),
-    trt_rtx: bool = TRT_RTX,
-    fp16: bool = FP16,
-    bf16: bool = BF16,
-    int8: bool = INT8,
-    tf32: Optional[bool] = TF32,
-    builder_optimization_level: Optional[int] = OPT_LEVEL,
     verbose: bool = common.VERBOSE,
+    *,
+    trt: Dict[str, Any],
 ) -> None:
     """Find the nodes of MODEL that TensorRT cannot parse (the parser says which) or build (building subgraphs finds them)."""
     from trtdebug.debug.unsupported import find_unsupported, render_unsupported
@@ -279,8 +287,7 @@ def unsupported_command(
     from trtdebug.util.files import check_output_paths
 
     common.check_choice(on_crash, ("skip", "bad"), "--on-crash")
-    options = _trt_options(trt_rtx=trt_rtx, fp16=fp16, bf16=bf16, int8=int8, tf32=tf32,
-                           builder_optimization_level=builder_optimization_level)
+    options = dict(trt)
     module = options.pop("module", "tensorrt")
     check_output_paths({"--out": out, "--report": report, "--html": html}, [model])
     err = common.stderr_console()

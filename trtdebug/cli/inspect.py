@@ -12,16 +12,11 @@ from typing import Any, Dict, Optional
 import typer
 
 from trtdebug.cli import common
+from trtdebug.cli.typer_app import sub_app
 from trtdebug.util.files import check_output_paths
 
-inspect_app = typer.Typer(
-    name="inspect",
-    help="Look inside an ONNX model or a TensorRT engine, and see which nodes TensorRT supports.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+inspect_app = sub_app("inspect",
+                "Look inside an ONNX model or a TensorRT engine, and see which nodes TensorRT supports.")
 
 _JSON_HELP = "Also write the result as JSON to FILE (written atomically)."
 _RTX = typer.Option(False, "--trt-rtx", help="Use TensorRT-RTX (the 'rtx' extra) instead of TensorRT.")

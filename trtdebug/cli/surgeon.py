@@ -10,16 +10,10 @@ from typing import List, Optional
 import typer
 
 from trtdebug.cli import common
-from trtdebug.cli.typer_app import app
+from trtdebug.cli.typer_app import app, sub_app
 
-surgeon_app = typer.Typer(
-    name="surgeon",
-    help="Cut and clean ONNX models: fold constants and freeze shapes, or extract a subgraph.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+surgeon_app = sub_app("surgeon",
+                "Cut and clean ONNX models: fold constants and freeze shapes, or extract a subgraph.")
 
 _MODEL = typer.Argument(..., metavar="MODEL.onnx", help="The ONNX model (never modified).", show_default=False)
 _OUT = typer.Option(..., "-o", "--output", metavar="OUT.onnx", show_default=False,

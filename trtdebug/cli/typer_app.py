@@ -25,6 +25,12 @@ app = typer.Typer(
 )
 
 
+def sub_app(name: str, help: str) -> typer.Typer:
+    """A command group (``trtdebug debug ...``) with the main app's settings: plain help, -h, no tracebacks."""
+    return typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False, rich_markup_mode=None, context_settings=CONTEXT)
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"trtdebug {__version__}")

@@ -17,7 +17,6 @@ All candidate builds come from one parsed network (:class:`NetworkVariants`) in 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shlex
@@ -134,14 +133,12 @@ def debug_fusion(model: PathLike, out: PathLike, *, build_options: Optional[Mapp
     """``trtdebug debug fusion``; ``judge`` replaces the output comparison (engine bytes -> Judgement)."""
     import hashlib
 
-    import trtdebug
-    from trtdebug.debug.trt_engines import OutputJudge, engine_layers
-    from trtdebug.model import ModelGraph, load_model
+    from trtdebug.debug.trt_engines import OutputJudge, engine_layers, reference_run, repro_flags, write_bundle
     from trtdebug.runners.tensorrt import compat
     from trtdebug.runners.tensorrt.builder import EngineBuilder
     from trtdebug.runners.tensorrt.config import TrtBuildConfig
     from trtdebug.runners.tensorrt.variants import NetworkVariants
-    from trtdebug.util.files import check_output_paths, write_text_atomic
+    from trtdebug.util.files import check_output_paths
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not any((out / m).exists() for m in _OURS))):
@@ -151,11 +148,8 @@ def debug_fusion(model: PathLike, out: PathLike, *, build_options: Optional[Mapp
     options.setdefault("persistent_cache", False)
     config = TrtBuildConfig(**options)
     out.mkdir(parents=True, exist_ok=True)
-    onnx_model = load_model(model)
-    graph = ModelGraph(onnx_model)
-    with trtdebug.run(onnx_model, backends=(reference_backend,), inputs=inputs, input_shapes=input_shapes, seed=seed,
-                      save_outputs=out / "reference", record_inputs=False, save_inputs=out / "inputs.npz") as ref:
-        feed_shapes = {n: tuple(a.shape) for n, a in ref.feeds[0].items()}
+    onnx_model, graph, feed_shapes = reference_run(model, out, reference_backend=reference_backend, inputs=inputs,
+                                                   input_shapes=input_shapes, seed=seed)
     work = Path(tempfile.mkdtemp(prefix=".trtdebug-fusion-", dir=out))
     trt = compat.import_tensorrt(config.module)
     builder = EngineBuilder(trt, onnx_model, graph, config, show_progress=False)
@@ -170,14 +164,9 @@ def debug_fusion(model: PathLike, out: PathLike, *, build_options: Optional[Mapp
                                    latency=(lambda: output_judge.last_latency_ms) if judge is None else None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    flags = "".join(f" --{k.replace('_', '-')}" for k, v in options.items() if v is True)
+    flags = repro_flags(options)
     model_arg = shlex.quote(str(Path(model).resolve()))
     result.report["repro"] = f"trtdebug run {model_arg} --trt{flags} --load-inputs inputs.npz --load-outputs reference"
     result.report["workaround"]["command"] = result.report["repro"] + " " + result.report["workaround"]["flags"]
-    write_text_atomic(out / "repro.sh", f'#!/bin/sh\ncd "$(dirname "$0")" && {result.report["repro"]}\n')
-    os.chmod(out / "repro.sh", 0o755)
-    text = json.dumps(result.report, indent=2) + "\n"
-    write_text_atomic(out / "report.json", text)
-    if report is not None:
-        write_text_atomic(report, text)
+    write_bundle(out, result.report, report)
     return result

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from trtdebug.debug.search import Judgement, NotFailing, Progress, Verdict, find_minimal
-from trtdebug.debug.trt_engines import OutputJudge, engine_layers
+from trtdebug.debug.trt_engines import OutputJudge, engine_layers, reference_run, repro_flags, write_bundle
 from trtdebug.errors import UsageError
 from trtdebug.runners.tensorrt import tactics as tt
 
@@ -359,11 +359,9 @@ def debug_tactics(model: PathLike, out: PathLike, *, build_options: Optional[Map
     ``auto`` (fp32 when a reduced precision is asked for, else rebuild).  ``judge``: replaces the
     default output comparison (engine bytes -> Judgement).
     """
-    import trtdebug
-    from trtdebug.model import ModelGraph, load_model
     from trtdebug.runners.tensorrt import compat
     from trtdebug.runners.tensorrt.config import TrtBuildConfig
-    from trtdebug.util.files import check_output_paths, write_text_atomic
+    from trtdebug.util.files import check_output_paths
 
     status = on_status or (lambda msg: None)
     out = Path(out)
@@ -385,11 +383,8 @@ def debug_tactics(model: PathLike, out: PathLike, *, build_options: Optional[Map
 
     out.mkdir(parents=True, exist_ok=True)
     status("computing the reference outputs")
-    onnx_model = load_model(model)
-    graph = ModelGraph(onnx_model)
-    with trtdebug.run(onnx_model, backends=(reference_backend,), inputs=inputs, input_shapes=input_shapes, seed=seed,
-                      save_outputs=out / "reference", record_inputs=False, save_inputs=out / "inputs.npz") as ref:
-        feed_shapes = {n: tuple(a.shape) for n, a in ref.feeds[0].items()}
+    onnx_model, graph, feed_shapes = reference_run(model, out, reference_backend=reference_backend, inputs=inputs,
+                                                   input_shapes=input_shapes, seed=seed)
     work = Path(tempfile.mkdtemp(prefix=".trtdebug-tactics-", dir=out))
     trt = compat.import_tensorrt(config.module)
     good_config = replace(config, fp16=False, bf16=False, int8=False) if good == "fp32" else None
@@ -406,17 +401,12 @@ def debug_tactics(model: PathLike, out: PathLike, *, build_options: Optional[Map
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
-    flags = "".join(f" --{k.replace('_', '-')}" for k, v in options.items() if v is True)
+    flags = repro_flags(options)
     repro = (f"trtdebug run {shlex.quote(str(Path(model).resolve()))} --trt{flags} --load-tactics bad-tactics.json "
              "--load-inputs inputs.npz --load-outputs reference")
     result.report["repro"] = repro
     result.report["workaround"] = repro.replace("bad-tactics.json", "tactics.json")
-    write_text_atomic(out / "repro.sh", f'#!/bin/sh\ncd "$(dirname "$0")" && {repro}\n')
-    os.chmod(out / "repro.sh", 0o755)
-    text = json.dumps(result.report, indent=2) + "\n"
-    write_text_atomic(out / "report.json", text)
-    if report is not None:
-        write_text_atomic(report, text)
+    write_bundle(out, result.report, report)
     return result
 
 

@@ -5,10 +5,45 @@ against reference outputs computed once; these are the two questions they share.
 """
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Mapping, Optional
 
 from trtdebug.debug.search import Judgement, Verdict
+
+
+def reference_run(model, out: Path, *, reference_backend: str, inputs, input_shapes, seed: Optional[int]):
+    """Load MODEL and run the reference once, saving its outputs to ``OUT/reference`` and its inputs to
+    ``OUT/inputs.npz``: every engine is judged against them and the repro replays them.
+
+    Returns ``(onnx_model, graph, feed_shapes)``; the shapes fix the engines' dynamic inputs."""
+    import trtdebug
+    from trtdebug.model import ModelGraph, load_model
+
+    onnx_model = load_model(model)
+    graph = ModelGraph(onnx_model)
+    with trtdebug.run(onnx_model, backends=(reference_backend,), inputs=inputs, input_shapes=input_shapes, seed=seed,
+                      save_outputs=out / "reference", record_inputs=False, save_inputs=out / "inputs.npz") as ref:
+        feed_shapes = {n: tuple(a.shape) for n, a in ref.feeds[0].items()}
+    return onnx_model, graph, feed_shapes
+
+
+def repro_flags(options: Mapping[str, Any]) -> str:
+    """The ``trtdebug run`` flags of the build options that are switched on (``fp16=True`` -> `` --fp16``)."""
+    return "".join(f" --{k.replace('_', '-')}" for k, v in options.items() if v is True)
+
+
+def write_bundle(out: Path, data: Dict[str, Any], report: Optional[Path]) -> None:
+    """Write ``repro.sh`` (runs ``data["repro"]`` in OUT) and ``report.json`` to OUT, and the report to REPORT if given."""
+    from trtdebug.util.files import write_text_atomic
+
+    write_text_atomic(out / "repro.sh", f'#!/bin/sh\ncd "$(dirname "$0")" && {data["repro"]}\n')
+    os.chmod(out / "repro.sh", 0o755)
+    text = json.dumps(data, indent=2) + "\n"
+    write_text_atomic(out / "report.json", text)
+    if report is not None:
+        write_text_atomic(report, text)
 
 
 def engine_layers(builder, graph, engine_bytes: bytes):

@@ -117,26 +117,24 @@ def _between(model, graph, start: str, end: str, spec: str) -> List[str]:
         last = [producer[end]]
     else:
         raise UsageError(f"--keep-fp32 {spec!r}: {end!r} is neither a tensor produced by a node nor a node")
-    down: Set[str] = set()
-    todo = list(first)
-    while todo:
-        n = todo.pop()
-        if n in down:
-            continue
-        down.add(n)
-        todo += [c for o in outputs[n] for c in consumers.get(o, [])]
-    up: Set[str] = set()
-    todo = list(last)
-    while todo:
-        n = todo.pop()
-        if n in up:
-            continue
-        up.add(n)
-        todo += [producer[t] for t in inputs[n] if t in producer]
+    down = _reachable(first, lambda n: [c for o in outputs[n] for c in consumers.get(o, [])])
+    up = _reachable(last, lambda n: [producer[t] for t in inputs[n] if t in producer])
     chosen = down & up
     if not chosen:
         raise UsageError(f"--keep-fp32 {spec!r}: no path leads from {start!r} to {end!r}")
     return [n.name for n in model.graph.node if n.name in chosen]
+
+
+def _reachable(start, neighbours) -> Set[str]:
+    """The nodes reachable from ``start`` (included) by following ``neighbours`` (node -> nodes)."""
+    seen: Set[str] = set()
+    todo = list(start)
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo += neighbours(n)
+    return seen
 
 
 # -- types from the ONNX schemas ---------------------------------------------------------------
