@@ -259,3 +259,12 @@ def test_replay_files_refuse_the_wrong_tensorrt_and_bad_files(tmp_path):
             tt.load_replay(path)
     with pytest.raises(UsageError, match="neither record nor pin"):
         tt.mechanism(compat.detect(trt_fakes.fake_trt("rtx-1.7.1.116")))
+
+
+def test_cli_build_flags_keep_false_and_zero():
+    """--no-tf32 and --builder-optimization-level 0 reach the search (0 == False once dropped them)."""
+    from trtdebug.cli.debug import _search_build_options, _trt_options
+
+    flags = _trt_options(trt_rtx=False, fp16=True, bf16=False, int8=False, tf32=False, builder_optimization_level=0)
+    assert _search_build_options(flags, verbose=False) == {"fp16": True, "tf32": False, "builder_optimization_level": 0}
+    assert _search_build_options(flags, verbose=True)["verbose"] is True

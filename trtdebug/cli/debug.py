@@ -86,7 +86,7 @@ reference_options = common.option_group("ref", {
 
 def _search_build_options(trt: Dict[str, Any], verbose: bool) -> Dict[str, Any]:
     """The failing build's TrtBuildConfig fields for ``debug tactics`` / ``debug fusion`` (flags left unset are left out)."""
-    return {k: v for k, v in {**trt, "verbose": verbose}.items() if v not in (None, False)}
+    return {**trt, "verbose": True} if verbose else dict(trt)  # trt holds only the flags given, False and 0 included
 
 
 @debug_app.command("reduce")
