@@ -64,6 +64,10 @@ def test_the_planted_bad_fusion_is_named_with_its_workaround(tmp_path, version):
     assert r["search_builds"] <= 2 * math.ceil(math.log2(r["candidates"])) + 1
     assert r["search_builds"] + 2 <= r["build_bound"]
     assert variants.builds == r["builds"]  # one parse, every build a variant of it
+    from trtdebug.render.debug_html import render_debug_html
+
+    page = render_debug_html(r)  # --html: the fused layer, its nodes and the workaround on the page
+    assert "Miscompiled fusion" in page and "conv2_out" in page and "Workaround" in page
 
 
 def test_not_a_fusion_problem_and_nothing_failing_are_clear_errors(tmp_path):

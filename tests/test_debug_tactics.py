@@ -148,6 +148,11 @@ def test_fp16_tactic_on_one_layer_is_found_and_the_replay_pins_fp32(tmp_path, ve
     assert r["search_builds"] + 2 <= r["build_bound"]
     assert r["replay_verdict"] == "good"
     assert "IAlgorithmSelector" in trt._fake.reads and "IBuilderConfig.algorithm_selector" in trt._fake.reads
+    from trtdebug.render.debug_html import render_debug_html
+
+    page = render_debug_html(r)  # --html: the culprit, both choices and the replay file on the page
+    assert "Culprit tactics" in page and "relu2" in page and r["culprit_tactics"][0]["bad"] in page
+    assert str(result.replay) in page
 
     # the replay file pins every layer: a build through --load-tactics takes exactly those choices
     replay = tt.load_replay(result.replay)

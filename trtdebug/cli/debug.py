@@ -59,17 +59,28 @@ class _Reference:
     rtol: Optional[List[str]] = None
     check_error_stat: str = "elemwise"
     report: Optional[Path] = None
+    html: Optional[Path] = None
 
     def search_kwargs(self) -> Dict[str, Any]:
         """Check the options; give them as keywords of ``debug_tactics`` / ``debug_fusion``."""
         from trtdebug.api import make_tolerances
         from trtdebug.inputs.spec import parse_input_shapes
 
+        from trtdebug.util.files import check_output_paths
+
         common.check_choice(self.reference, ("onnxrt", "ref"), "--reference")
         make_tolerances(self.atol, self.rtol, self.check_error_stat)
+        check_output_paths({"--report": self.report, "--html": self.html}, [self.load_inputs])
         return {"inputs": self.load_inputs, "input_shapes": parse_input_shapes(self.input_shapes or []) or None,
                 "seed": self.seed, "reference_backend": self.reference, "atol": self.atol, "rtol": self.rtol,
                 "check_error_stat": self.check_error_stat, "report": self.report}
+
+    def write_html(self, report: Dict[str, Any], console) -> None:
+        if self.html is not None:
+            from trtdebug.render.debug_html import write_debug_html
+
+            write_debug_html(report, self.html)
+            console.print(f"HTML report written to {self.html}", markup=False)
 
 
 reference_options = common.option_group("ref", {
@@ -81,6 +92,7 @@ reference_options = common.option_group("ref", {
     "rtol": (Optional[List[str]], typer.Option(None, "--rtol", help="Relative tolerance: VALUE or NAME:VALUE (repeatable).")),
     "check_error_stat": (str, typer.Option("elemwise", "--check-error-stat", help="elemwise, max, mean, median or quantile.")),
     "report": (Optional[Path], typer.Option(None, "--report", metavar="FILE.json", show_default=False, help="Also write the report here.")),
+    "html": (Optional[Path], typer.Option(None, "--html", metavar="FILE.html", show_default=False, help="Also write the report as an HTML page.")),
 }, _Reference)
 
 
@@ -220,6 +232,7 @@ def tactics_command(
                   f"in {data['seconds']:.1f}s", markup=False)
     console.print(f"replay (engine that passes: {data['replay_verdict']}): {data['replay']}", markup=False)
     console.print(f"workaround: {data['workaround']}", markup=False)
+    ref.write_html(data, err)
 
 
 @debug_app.command("fusion")
@@ -251,6 +264,7 @@ def fusion_command(
            if w.get("latency_ms") is not None and w.get("unmodified_latency_ms") is not None else "")
     console.print(f"workaround: mark {', '.join(w['trt_outputs'])} ({w['verdict']}{lat}): {w['command']}", markup=False)
     console.print(f"{data['candidates']} candidate tensors, {data['builds']} builds in {data['seconds']:.1f}s", markup=False)
+    ref.write_html(data, err)
 
 
 def _progress(status, err, verbose: bool):

@@ -1,4 +1,4 @@
-"""A ``trtdebug debug`` report (the JSON ``reduce`` and ``unsupported`` write) as one HTML page.
+"""A ``trtdebug debug`` report (the JSON ``reduce``, ``unsupported``, ``tactics`` and ``fusion`` write) as one HTML page.
 
 Rendered by jinja2 from ``templates/debug.html.j2`` with autoescaping on: node names, tensor
 names and TensorRT's error text come from the user's model and reach the page escaped.  The
@@ -14,7 +14,8 @@ from typing import Any, Mapping, Union
 from trtdebug.util.files import write_text_atomic
 
 _DEFAULTS = {"summary": [], "failing": [], "buildable": [], "steps": [], "notes": [], "repro": None,
-             "minimal_model": None, "oracle": "", "builds": 0, "oracle_calls": 0, "seconds": 0.0}
+             "minimal_model": None, "oracle": "", "builds": 0, "oracle_calls": 0, "seconds": 0.0, "model": "",
+             "culprit_nodes": [], "culprit_tactics": [], "fused_layers": [], "workaround": None, "replay": None}
 
 
 def render_debug_html(data: Mapping[str, Any]) -> str:
