@@ -166,7 +166,7 @@ def _summary(comparison: Comparison) -> List[Text]:
             lines.append(Text(
                 f"  worst element {list(worst.index)}: reference {format_number(worst.reference, 6)}, "
                 f"test {format_number(worst.test, 6)}, |error| {format_number(worst.abs_error)} "
-                f"({format_number(worst.ratio)}x the tolerance); {first.stats.failing} of {first.stats.elements} "
+                f"({_times_tolerance(worst.ratio)}); {first.stats.failing} of {first.stats.elements} "
                 f"elements fail ({first.stats.failing_fraction:.2%})"))
         lines.append(Text(f"  it passes with {_alone(first.stats, 'atol')}, or with {_alone(first.stats, 'rtol')}"))
         lines += [Text(f"  note: {note}") for note in first.stats.notes]
@@ -200,3 +200,10 @@ def _failing_ops(comparison: Comparison) -> List[Text]:
     more = f" ... and {len(failing) - OPS_SHOWN} more" if len(failing) > OPS_SHOWN else ""
     return [Text("failing by op type: " + ", ".join(f"{r['op']} {r['failed']}/{r['tensors']}"
                                                     for r in failing[:OPS_SHOWN]) + more)]
+
+
+def _times_tolerance(ratio) -> str:
+    """How far past the tolerance the worst element is; with a tolerance of 0 there is no ratio to give."""
+    if ratio is None or not math.isfinite(ratio):
+        return "the tolerance is 0"
+    return f"{format_number(ratio)}x the tolerance"
