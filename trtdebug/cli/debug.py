@@ -172,12 +172,7 @@ def reduce_command(
 
     err = common.stderr_console()
     with err.status("reducing") as status:
-        def progress(p) -> None:
-            per = f", {p.seconds_per_call:.1f}s per oracle call" if p.seconds_per_call is not None else ""
-            status.update(f"step {p.step} of about {p.estimate} ({p.phase}): {p.region}{per}")
-            if verbose:
-                err.print(f"step {p.step} of about {p.estimate} ({p.phase}): {p.region}{per}", markup=False)
-
+        progress = _progress(status, err, verbose, unit="oracle call")
         result = reduce_model(model, out, oracle=oracle, inputs=load_inputs,
                               input_shapes=parse_input_shapes(input_shapes or []) or None, iterations=iterations,
                               seed=seed, load_outputs=load_outputs, fold=not no_fold, devices=device_ids,
@@ -267,13 +262,16 @@ def fusion_command(
     ref.write_html(data, err)
 
 
-def _progress(status, err, verbose: bool):
+_STEP = "step {p.step} of about {p.estimate} ({p.phase}): {p.region}{per}"
+
+
+def _progress(status, err, verbose: bool, *, unit: str = "build", status_format: str = _STEP):
+    """A search progress callback: the status line, and with --verbose one printed line per step."""
     def progress(p) -> None:
-        per = f", {p.seconds_per_call:.1f}s per build" if p.seconds_per_call is not None else ""
-        line = f"step {p.step} of about {p.estimate} ({p.phase}): {p.region}{per}"
-        status.update(line)
+        per = f", {p.seconds_per_call:.1f}s per {unit}" if p.seconds_per_call is not None else ""
+        status.update(status_format.format(p=p, per=per))
         if verbose:
-            err.print(line, markup=False)
+            err.print(_STEP.format(p=p, per=per), markup=False)
     return progress
 
 
@@ -306,12 +304,8 @@ def unsupported_command(
     check_output_paths({"--out": out, "--report": report, "--html": html}, [model])
     err = common.stderr_console()
     with err.status("checking") as status:
-        def progress(p) -> None:
-            per = f", {p.seconds_per_call:.1f}s per build" if p.seconds_per_call is not None else ""
-            status.update(f"bisecting: step {p.step} of about {p.estimate}: {p.region}{per}")
-            if verbose:
-                err.print(f"step {p.step} of about {p.estimate} ({p.phase}): {p.region}{per}", markup=False)
-
+        progress = _progress(status, err, verbose,
+                             status_format="bisecting: step {p.step} of about {p.estimate}: {p.region}{per}")
         result = find_unsupported(model, out, module=module, trt_options=options,
                                   input_shapes=parse_input_shapes(input_shapes or []) or None, fold=not no_fold,
                                   timeout=timeout, on_crash=on_crash, report=report, on_status=status.update,
