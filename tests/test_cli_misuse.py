@@ -202,3 +202,29 @@ def test_ctrl_c_is_one_line_130_and_leaves_no_partial_artifact(tmp_path):
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines and lines[-1].startswith("trtdebug: interrupted") and "Traceback" not in err, err
     assert fingerprint(tmp_path) == before  # no outs/, no r.json, no staging leftovers
+
+
+# A command that behaves as numpy's np.save does when Ctrl-C lands in its path check: the
+# KeyboardInterrupt comes out as a TypeError (seen in CI as "internal error ... not BufferedWriter").
+_INTERRUPT_TURNED_INTO_TYPEERROR = """
+import os, signal, sys
+from trtdebug import cli
+from trtdebug.cli.typer_app import app
+
+@app.command("interrupt-me")
+def interrupt_me():
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        signal.pause()
+    except KeyboardInterrupt:
+        raise TypeError("expected str, bytes or os.PathLike object, not BufferedWriter")
+
+cli.main(["interrupt-me"])
+"""
+
+
+def test_ctrl_c_that_a_library_turns_into_another_error_is_still_an_interrupt():
+    proc = subprocess.run([sys.executable, "-c", _INTERRUPT_TURNED_INTO_TYPEERROR], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 130, (proc.returncode, proc.stderr)
+    assert proc.stderr.strip() == "trtdebug: interrupted (nothing partial was written)", proc.stderr

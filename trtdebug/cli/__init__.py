@@ -10,7 +10,9 @@ raised becomes a line on stderr and a documented exit code (``trtdebug.errors``)
 * an OSError about a path the user gave (a directory where a file goes, a read-only mount, a
   symlink loop) -> 2, naming the path; running out of memory -> 3;
 * a closed stdout (``| head -1``) is not a failure: the run's own exit code stands;
-* Ctrl-C -> one line and 130 (artifacts are written atomically, so nothing partial is left);
+* Ctrl-C -> one line and 130 (artifacts are written atomically, so nothing partial is left), also
+  when a library turns the KeyboardInterrupt into another error on its way up (numpy's ``np.save``
+  raises TypeError if the interrupt lands in its path check): a SIGINT handler remembers the signal;
 * anything else is a bug -> 4.
 
 ``--verbose`` (or TRTDEBUG_TRACEBACK=1) adds the chained traceback.
@@ -18,6 +20,7 @@ raised becomes a line on stderr and a documented exit code (``trtdebug.errors``)
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Optional
 
@@ -46,16 +49,38 @@ def _register() -> None:
     app.add_typer(debug_app, name="debug")
 
 
+class _SigintWatch:
+    """Remembers that Ctrl-C was pressed, then raises KeyboardInterrupt as Python's own handler does.
+
+    An interrupt that a library converts into another exception (numpy's path check in ``np.save``
+    returns its failed ``isinstance`` as a TypeError) is still an interrupt, not a bug to report."""
+
+    received = False
+
+    @classmethod
+    def install(cls) -> None:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return  # a caller's own handler (or ours, installed before) stays
+        try:
+            signal.signal(signal.SIGINT, cls._handle)
+        except ValueError:  # not the main thread: signals go to the main thread's handler anyway
+            pass
+
+    @classmethod
+    def _handle(cls, signum, frame) -> None:
+        cls.received = True
+        raise KeyboardInterrupt
+
+
 def main(argv=None) -> None:
     """Console-script entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args or "-v" in args or os.environ.get("TRTDEBUG_TRACEBACK") == "1"
     _configure_logging(verbose)
+    _SigintWatch.install()
     try:
         _register()
         code = app(args=args, prog_name="trtdebug", standalone_mode=False)
-    except TrtDebugError as exc:
-        _fail(exc, exc.exit_code, verbose)
     except KeyboardInterrupt:
         _interrupted()
     except typer.Abort:  # click turns Ctrl-C inside a command into Abort
@@ -64,15 +89,10 @@ def main(argv=None) -> None:
         _usage_error(exc)
     except BrokenPipeError:
         _stdout_closed(EXIT_OK)
-    except OSError as exc:
-        if exc.filename is None:
-            _fail(exc, EXIT_INTERNAL, verbose, internal=True)
-        _fail(_describe_os_error(exc), EXIT_USAGE, verbose, cause=exc)
-    except MemoryError as exc:
-        _fail(RuntimeError("out of memory (the model's tensors did not fit; try fewer --outputs or iterations)"),
-              EXIT_BACKEND, verbose, cause=exc)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, said as one line
-        _fail(exc, EXIT_INTERNAL, verbose, internal=True)
+    except Exception as exc:  # noqa: BLE001 - every other error: one line and its exit code
+        if _SigintWatch.received:
+            _interrupted()
+        _fail_for(exc, verbose)
     code = code if isinstance(code, int) else EXIT_OK
     if code == EXIT_INTERRUPTED:  # typer >= 0.16 turns Ctrl-C into a silent Exit(130)
         _interrupted()
@@ -81,6 +101,20 @@ def main(argv=None) -> None:
     except BrokenPipeError:
         _stdout_closed(code)
     sys.exit(code)
+
+
+def _fail_for(exc: Exception, verbose: bool) -> None:
+    """Our typed errors keep their code; an OS error on a user's path is usage; only the rest is a bug."""
+    if isinstance(exc, TrtDebugError):
+        _fail(exc, exc.exit_code, verbose)
+    if isinstance(exc, OSError):
+        if exc.filename is None:
+            _fail(exc, EXIT_INTERNAL, verbose, internal=True)
+        _fail(_describe_os_error(exc), EXIT_USAGE, verbose, cause=exc)
+    if isinstance(exc, MemoryError):
+        _fail(RuntimeError("out of memory (the model's tensors did not fit; try fewer --outputs or iterations)"),
+              EXIT_BACKEND, verbose, cause=exc)
+    _fail(exc, EXIT_INTERNAL, verbose, internal=True)  # the last line of defence: a bug, said as one line
 
 
 def _configure_logging(verbose: bool) -> None:
