@@ -111,6 +111,52 @@ def test_lrn_normalizes_every_channel(size):
     assert np.abs(upstream - expected).max() > 1e-2
 
 
+def _gather_elements_model(data_shape, index_shape, axis, dtype=TensorProto.FLOAT):
+    vi = [helper.make_tensor_value_info("data", dtype, data_shape),
+          helper.make_tensor_value_info("index", TensorProto.INT64, index_shape),
+          helper.make_tensor_value_info("y", dtype, index_shape)]
+    return _model([helper.make_node("GatherElements", ["data", "index"], ["y"], axis=axis)], vi[:2], vi[2:], 13)
+
+
+def test_gather_elements_along_an_axis_longer_than_64_as_exporters_write_it():
+    """BERT's position ids, as torch.onnx (dynamo) exports them: a [1, 16] slice gathered from a [1, 512] buffer."""
+    model = _gather_elements_model([1, 512], [1, 16], axis=1, dtype=TensorProto.INT64)
+    feeds = {"data": np.arange(512, dtype=np.int64)[None] * 3, "index": np.arange(16, dtype=np.int64)[None] + 100}
+    (ours,), _, (expected,) = _both_or_upstream_fails(model, feeds)
+    np.testing.assert_array_equal(ours, expected)
+    np.testing.assert_array_equal(ours, feeds["data"][:, 100:116])
+
+
+@pytest.mark.parametrize("data_shape,index_shape,axis", [([3, 100, 4], [3, 7, 4], 1), ([2, 5, 70], [2, 5, 9], -1),
+                                                         ([4, 6], [2, 3], 0)])  # the last: indices smaller than data
+def test_gather_elements_matches_onnxruntime(data_shape, index_shape, axis):
+    rng = np.random.default_rng(6)
+    size = data_shape[axis]
+    feeds = {"data": rng.standard_normal(data_shape).astype(np.float32),
+             "index": rng.integers(-size, size, size=index_shape).astype(np.int64)}  # negative ones too
+    (ours,), _, (expected,) = _both_or_upstream_fails(_gather_elements_model(data_shape, index_shape, axis), feeds)
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_gather_elements_refuses_an_index_out_of_range():
+    model = _gather_elements_model([2, 3], [2, 3], axis=1)
+    feeds = {"data": np.zeros((2, 3), np.float32), "index": np.full((2, 3), 3, np.int64)}
+    with pytest.raises(ValueError, match="out of range"):
+        ReferenceEvaluator(model, new_ops=overridden_ops()).run(None, feeds)
+
+
+def _both_or_upstream_fails(model, feeds):
+    """Like _both, but upstream may raise (that is the bug being replaced)."""
+    ours = ReferenceEvaluator(model, new_ops=overridden_ops()).run(None, feeds)
+    try:
+        upstream = ReferenceEvaluator(model).run(None, feeds)
+    except ValueError:
+        upstream = None
+    with OnnxRuntimeRunner(model) as ort:
+        expected = list(ort.infer(feeds).values())
+    return ours, upstream, expected
+
+
 def test_runner_records_overrides_the_model_uses():
     with ReferenceRunner(zoo.paddle_conv_net()) as runner:
         assert set(runner.extra["overrides"]) == {"BatchNormalization", "Softmax"}

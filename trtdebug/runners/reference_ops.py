@@ -41,12 +41,19 @@ OVERRIDES: Dict[str, str] = {
         "channel 0 is normalized by its neighbours (and it accepts 4-D input only). "
         "Exposed by light/light_bvlc_alexnet against ONNX Runtime."
     ),
+    "GatherElements": (
+        "onnx.reference gathers with np.choose, which takes at most 64 choices: along an axis longer than 64 "
+        "it fails (or, for 2-D input, falls back to a loop that reads only the first index of each row); it "
+        "also wraps out-of-range indices instead of refusing them, and refuses indices smaller than the data "
+        "on the other axes, which the spec allows. Exposed by a torch.onnx (dynamo) export of BERT, whose "
+        "position ids are gathered from a [1, 512] buffer."
+    ),
 }
 
 
 def overridden_ops() -> List[type]:
     """The replacement classes, for ``ReferenceEvaluator(model, new_ops=overridden_ops())``."""
-    return [BatchNormalization, Softmax, LogSoftmax, Hardmax, LRN]
+    return [BatchNormalization, Softmax, LogSoftmax, Hardmax, LRN, GatherElements]
 
 
 class _VersionedOp(OpRun):
@@ -145,6 +152,21 @@ class LRN(_VersionedOp):
         square = np.pad(x * x, [(0, 0), (before, after)] + [(0, 0)] * (x.ndim - 2))
         square_sum = np.lib.stride_tricks.sliding_window_view(square, size, axis=1).sum(axis=-1)
         return ((x / (bias + (alpha / size) * square_sum) ** beta).astype(x.dtype),)
+
+
+class GatherElements(OpRun):
+    """``out[i][j][k] = data[index[i][j][k]][j][k]`` along ``axis``: numpy's take_along_axis, on the part of
+    ``data`` the indices cover (the output has the indices' shape; their other dimensions may be smaller)."""
+
+    def _run(self, data, indices, axis=0):
+        axis = axis + data.ndim if axis < 0 else axis
+        size = data.shape[axis]
+        index = indices.astype(np.int64)
+        if index.size and (index.min() < -size or index.max() >= size):
+            raise ValueError(f"GatherElements: index out of range [-{size}, {size - 1}] along axis {axis}")
+        index = np.where(index < 0, index + size, index)
+        covered = tuple(slice(None) if d == axis else slice(0, n) for d, n in enumerate(indices.shape))
+        return (np.take_along_axis(data[covered], index, axis=axis),)
 
 
 # The default-domain opsets at which onnx.reference's own op is wrong (every opset when absent): the
