@@ -167,6 +167,15 @@ def test_console_fits_80_columns_one_line_per_row():
     assert "failing by op type: BatchNormalization 3/3" in text
     header = next(line for line in lines if line.startswith("tensor"))
     assert header.split() == ["tensor", "op", "max", "abs", "max", "rel", "1-cos", "SQNR", "result"]
+    ops = {row.split()[1] for row in rows}
+    assert "LayerNorm" in ops or "BatchNorm" in ops, ops  # long op types keep their start, not "La…zation"
+
+
+def test_console_op_types_keep_their_start():
+    from trtdebug.render.console import _short_op
+
+    assert _short_op("LayerNormalization", 9) == "LayerNorm" and _short_op("ReduceMean", 9) == "ReduceMe…"
+    assert _short_op("Conv", 9) == "Conv" and _short_op("GatherElements", 9) == "GatherEl…"
 
 
 def test_console_wide_has_every_column():

@@ -94,10 +94,17 @@ def _compact_table(comparison: Comparison, shown: List[TensorComparison], width:
         name = Text(ellipsize_middle(t.name, name_width - len(tag)), style="bold red" if t is first else "")
         name.append(tag, style="cyan")
         result = Text("pass", style="green") if t.passed else Text("FAIL*" if t is first else "FAIL", style="bold red")
-        table.add_row(name, Text(ellipsize_middle(t.producer_op or "", COMPACT_COLUMNS[0][1])),
+        table.add_row(name, Text(_short_op(t.producer_op or "", COMPACT_COLUMNS[0][1])),
                       Text(format_number(s.max_abs)), Text(format_number(s.max_rel)),
                       Text(format_one_minus_cos(s.cosine)), Text(_short_sqnr(s.sqnr_db)), result)
     return table
+
+
+def _short_op(op: str, width: int) -> str:
+    """An op type in ``width`` characters, read from its start ("LayerNorm", "ReduceMe…"): the start of an
+    op name says what it is, its middle does not ("La…zation" said nothing)."""
+    op = op.replace("Normalization", "Norm")
+    return op if len(op) <= width else op[: width - 1] + "…"
 
 
 def _short_sqnr(x: Optional[float]) -> str:
