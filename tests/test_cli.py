@@ -212,3 +212,18 @@ def test_tf32_hint_only_for_default_tf32_fp32_matrix_failures():
     topo["mm"]["producer_op"] = "Softmax"
     other = Report(comparisons=[compare_runs(ref, test, tolerances=Tolerances(), topology=topo)])
     assert tf32_hint(other, trt=True, config=TrtBuildConfig()) is None
+
+
+def test_mark_all_says_how_many_weight_tensors_it_left_out(tmp_path):
+    """A TorchScript-style export: an Identity per weight.  Those are not compared, and the run says so."""
+    m = onnx.parser.parse_model(
+        """<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2,4] x) => (float[2,4] y) <float[4,4] w = {1.0,0.0,0.0,0.0, 0.0,1.0,0.0,0.0,
+                                                            0.0,0.0,1.0,0.0, 0.0,0.0,0.0,1.0}> {
+            wi = Identity(w)  h = MatMul(x, wi)  y = Relu(h) }"""
+    )
+    onnx.save(m, tmp_path / "m.onnx")
+    proc = trtdebug("run", str(tmp_path / "m.onnx"), "--onnxrt", "--ref", "--mark-all", "--report", str(tmp_path / "r.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert "onnxrt: 2 tensors (1 left out: computed from weights alone)" in proc.stderr
+    assert [t["name"] for t in json.loads((tmp_path / "r.json").read_text())["comparisons"][0]["tensors"]] == ["h", "y"]

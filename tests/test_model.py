@@ -7,6 +7,7 @@ from onnx import TensorProto, helper
 from trtdebug import zoo
 from trtdebug.errors import ModelLoadError, UsageError
 from trtdebug.model import ModelGraph, OutputSelection, extract_subgraph, load_model, mark_outputs, save_model
+from trtdebug.model.surgery import REASON_CONSTANT, plan_outputs
 
 
 def _save(model, path):
@@ -76,6 +77,24 @@ def test_mark_all_skips_inputs_and_constants_and_keeps_types():
     assert list(outs) == ["a", "y"]
     assert outs["a"].type.tensor_type.elem_type == TensorProto.FLOAT
     assert mark_outputs(m, OutputSelection()) is m
+
+
+def test_mark_all_leaves_out_tensors_computed_from_weights_alone():
+    """TorchScript exports an Identity per shared weight; weights are reshaped/transposed; a random op is no constant."""
+    m = onnx.parser.parse_model(
+        """<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2,4] x) => (float[2,4] y, float[4,4] wt) <float[4,4] w = {1.0,0.0,0.0,0.0, 0.0,1.0,0.0,0.0,
+                                                                      0.0,0.0,1.0,0.0, 0.0,0.0,0.0,1.0}> {
+            wi = Identity(w)  wt = Transpose(wi)  h = MatMul(x, wt)  noise = RandomNormalLike(wi)  z = Add(h, noise)
+            y = Relu(h) }"""
+    )
+    graph = ModelGraph(m)
+    assert graph.constant_tensors == {"wi", "wt"}
+    wanted, skipped = plan_outputs(graph, OutputSelection(mark_all=True))
+    assert wanted == ["wt", "h", "noise", "z", "y"]  # wt is a graph output: kept
+    assert skipped == [("wi", REASON_CONSTANT)]
+    wanted, skipped = plan_outputs(graph, OutputSelection(mark_all=True, names=("wi",)))
+    assert "wi" in wanted and not skipped  # asked for by name
 
 
 def test_mark_selection_names_exclusions_and_unknown():

@@ -96,7 +96,10 @@ def run(
     with outcome:
         for result in outcome.results[len(load_outputs or []):]:
             tensors = len(result.iterations[0]) if result.iterations else 0
-            err.print(f"{result.runner}: {tensors} tensors, {_fmt_time(result.runtimes)} per inference", markup=False)
+            left_out = "; ".join(f"{n} left out: {why.split(' (')[0]}"  # the reason's head; the report has it whole
+                                 for why, n in result.extra.get("skipped_counts", {}).items())
+            err.print(f"{result.runner}: {tensors} tensors{f' ({left_out})' if left_out else ''}, "
+                      f"{_fmt_time(result.runtimes)} per inference", markup=False)
             for note in result.extra.get("notes", []):  # e.g. marking dropped, layer precisions, RTX limits
                 err.print(f"  {note}", markup=False)
         return common.show_outcome(outcome, opts)

@@ -139,6 +139,24 @@ def _body_tensor_count(node) -> int:
     return count
 
 
+# Ops whose output is not a function of their inputs: never "constant", whatever feeds them.
+_RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+def _constant_tensors(nodes, initializers) -> frozenset:
+    """Tensors computed from weights alone (initializers and Constant nodes, no graph input upstream).
+
+    Exporters write many: TorchScript exports an Identity per shared weight, Q/DQ models dequantize
+    their weights, and reshapes/transposes of weights are common.  They are the same on every backend
+    and TensorRT folds them, so every-layer comparison leaves them out."""
+    constant = set(initializers)
+    for node in nodes:
+        ins = [t for t in list(node.input) + _implicit_inputs(node) if t]
+        if node.op_type == "Constant" or (ins and node.op_type not in _RANDOM_OPS and all(t in constant for t in ins)):
+            constant.update(o for o in node.output if o)
+    return frozenset(constant - set(initializers))
+
+
 class ModelGraph:
     """Topological view: node order, tensor order, producers, consumers, tensor metadata."""
 
@@ -167,6 +185,7 @@ class ModelGraph:
                     self.producers[o] = node
                     order.append(o)
         self.tensor_order: List[str] = order
+        self.constant_tensors = _constant_tensors(self.nodes, self.initializer_names)
         # name lookups are dictionaries: reports and TensorRT layer maps look up thousands of names
         self._node_names: List[str] = [n.name for n in self.nodes]
         self._nodes_by_name: Dict[str, object] = {}

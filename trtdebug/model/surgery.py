@@ -15,6 +15,8 @@ from trtdebug.errors import UsageError
 # Outputs of these ops are weights or metadata, identical on every backend, and TensorRT
 # folds them away; comparing them is noise.
 CONSTANT_OPS = {"Constant", "ConstantOfShape"}
+# Tensors computed from those and initializers alone are left out of --mark-all too, with this reason.
+REASON_CONSTANT = "computed from weights alone (the same on every backend; TensorRT folds it)"
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,15 @@ def plan_outputs(graph, selection: OutputSelection) -> Tuple[List[str], List[Tup
     """
     exclude = set(selection.exclude)
     wanted: List[str] = list(graph.output_names)
+    skipped: List[Tuple[str, str]] = []
     if selection.mark_all:
+        kept = set(graph.output_names) | set(selection.names) | exclude  # asked for (or away) by name
         for name in graph.tensor_order:
             info = graph.tensor(name)
             if info.is_graph_input or info.producer_op in CONSTANT_OPS:
+                continue
+            if name in graph.constant_tensors and name not in kept:
+                skipped.append((name, REASON_CONSTANT))
                 continue
             wanted.append(name)
     unknown = [n for n in selection.names if n not in graph]
@@ -61,7 +68,6 @@ def plan_outputs(graph, selection: OutputSelection) -> Tuple[List[str], List[Tup
     wanted += list(selection.names)
     seen = set()
     ordered: List[str] = []
-    skipped: List[Tuple[str, str]] = []
     for name in sorted(wanted, key=graph.topo_index):
         if name in seen or name in exclude:
             continue
