@@ -35,6 +35,7 @@ def run(
     save_outputs: Optional[Path] = typer.Option(None, "--save-outputs", help="Save every runner's tensors to this directory (one .npy per tensor + index.json, and the inputs used)."),
     no_save_inputs: bool = typer.Option(False, "--no-save-inputs", help="With --save-outputs: record only the inputs' digests, not the inputs themselves."),
     load_outputs: Optional[List[Path]] = typer.Option(None, "--load-outputs", help="Saved outputs (trtdebug dir or Polygraphy JSON) to compare against, as the reference (repeatable)."),
+    reference_model: Optional[Path] = typer.Option(None, "--reference-model", metavar="FP32.onnx", help="Run this FP32 model on ONNX Runtime (CPU) first, as the reference; a Q/DQ MODEL is then compared in its names through the quantizers."),
     # TensorRT
     fp16: bool = typer.Option(False, "--fp16", help="TensorRT: allow FP16 kernels."),
     bf16: bool = typer.Option(False, "--bf16", help="TensorRT: allow BF16 kernels."),
@@ -81,7 +82,7 @@ def run(
             inputs=load_inputs, seed=seed, val_range=val_default, input_ranges=val_per_input or None,
             input_shapes=parse_input_shapes(input_shapes or []) or None, iterations=iterations,
             save_inputs=save_inputs, save_outputs=save_outputs, record_inputs=not no_save_inputs,
-            load_outputs=load_outputs or (),
+            load_outputs=load_outputs or (), reference_model=reference_model,
             onnxrt_providers=onnxrt_providers or ("cpu",),
             trt_config=_trt_config(fp16=fp16, bf16=bf16, int8=int8, tf32=tf32, strongly_typed=strongly_typed,
                                    workspace=workspace, trt_min_shapes=trt_min_shapes, trt_opt_shapes=trt_opt_shapes,
