@@ -271,8 +271,6 @@ def _read_names(graph) -> Set[str]:
 def strip_quantization(model, *, qdq: Optional[QdqGraph] = None):
     """The FP32 model a Q/DQ model stands for: every quantizer removed (weights as their dequantized values)."""
     qdq = qdq or find_quantizers(model)
-    if not qdq.quantizers:
-        raise UsageError("the model has no QuantizeLinear/DequantizeLinear quantizers (not a Q/DQ model)")
     return remove_quantizers(model, qdq.quantizers, qdq=qdq)
 
 

@@ -34,6 +34,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from trtdebug.errors import UsageError
 from trtdebug.model.qdq import ACTIVATION, QdqGraph, Quantizer, find_quantizers, fp32_name, original_weights
 from trtdebug.model.qdq import remove_quantizers, strip_quantization, weight_fp32_names
 
@@ -120,6 +121,9 @@ def find_fp32_set(qdq_model, feeds: Mapping[str, np.ndarray], *, fp32_model=None
 
     start = time.perf_counter()
     qdq = find_quantizers(qdq_model)
+    if not qdq.quantizers:
+        raise UsageError("--precision int8 needs a Q/DQ model (QuantizeLinear/DequantizeLinear nodes, e.g. from "
+                         "onnxruntime.quantization.quantize_static); this one has none")
     if fp32_model is None:
         fp32_model = strip_quantization(qdq_model, qdq=qdq)
         weights, source = None, "derived"
@@ -129,8 +133,6 @@ def find_fp32_set(qdq_model, feeds: Mapping[str, np.ndarray], *, fp32_model=None
     names = [o.name for o in qdq_model.graph.output]
     missing = [n for n in names if n not in fp32]
     if missing:
-        from trtdebug.errors import UsageError
-
         raise UsageError(f"the FP32 model has no output {missing[0]!r} of the Q/DQ model: give the model it was "
                          "quantized from (--fp32-model)")
     builds = 0
