@@ -156,6 +156,10 @@ def run(
     if reference_model is not None and (is_engine or max_memory is not None):
         raise UsageError("--reference-model needs the ONNX model (not an engine) and does not combine with --max-memory")
     trt_config = _trt_config(trt_config, trt_options, wanted="trt" in order)
+    if trt_config is not None:
+        from trtdebug.runners.tensorrt.calibration import check_options
+
+        check_options(trt_config)
     if "trt" not in order and (trt_outputs or trt_exclude_outputs or fused_boundaries):
         raise UsageError("--trt-outputs, --trt-exclude-outputs and --fused-boundaries apply to TensorRT only: "
                          "add --trt")

@@ -40,6 +40,9 @@ def run(
     fp16: bool = typer.Option(False, "--fp16", help="TensorRT: allow FP16 kernels."),
     bf16: bool = typer.Option(False, "--bf16", help="TensorRT: allow BF16 kernels."),
     int8: bool = typer.Option(False, "--int8", help="TensorRT: allow INT8 kernels (needs Q/DQ nodes or scales)."),
+    calibration_data: Optional[Path] = typer.Option(None, "--calibration-data", metavar="FILE.npz|DIR", help="TensorRT 8.6-10.x, with --int8: calibrate on these inputs (every input set of the .npz, or of every .npz in DIR, is one batch)."),
+    calibrator: str = typer.Option("entropy", "--calibrator", help="With --calibration-data: entropy (IInt8EntropyCalibrator2) or minmax (IInt8MinMaxCalibrator)."),
+    calibration_cache: Optional[Path] = typer.Option(None, "--calibration-cache", metavar="FILE", help="With --int8: calibration cache, read if it exists (no calibration then), else written after calibrating."),
     tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="TensorRT: allow or forbid TF32 (default: TensorRT's own, on)."),
     strongly_typed: bool = typer.Option(False, "--strongly-typed", help="TensorRT: build a strongly typed network (types from the ONNX model)."),
     workspace: Optional[str] = typer.Option(None, "--workspace", help="TensorRT workspace pool limit, e.g. 4G, 512M or bytes."),
@@ -68,7 +71,8 @@ def run(
                    "--trt-opt-shapes": trt_opt_shapes, "--trt-max-shapes": trt_max_shapes,
                    "--builder-optimization-level": builder_optimization_level is not None,
                    "--timing-cache": timing_cache, "--no-cache": no_cache, "--save-engine": save_engine,
-                   "--load-tactics": load_tactics}
+                   "--load-tactics": load_tactics, "--calibration-data": calibration_data,
+                   "--calibrator": calibrator != "entropy", "--calibration-cache": calibration_cache}
     trt = trt or trt_rtx
     given = [flag for flag, value in build_flags.items() if value]
     if given and not trt:
@@ -89,6 +93,8 @@ def run(
                                    trt_max_shapes=trt_max_shapes, builder_optimization_level=builder_optimization_level,
                                    timing_cache=timing_cache, persistent_cache=not no_cache,
                                    save_engine=save_engine, load_tactics=load_tactics, verbose=verbose,
+                                   calibration_data=calibration_data, calibrator=calibrator,
+                                   calibration_cache=calibration_cache,
                                    module="tensorrt_rtx" if trt_rtx else "tensorrt") if trt else None,
             trt_outputs=trt_outputs or (), trt_exclude_outputs=trt_exclude_outputs or (),
             fused_boundaries=fused_boundaries, max_memory=max_memory, stop_at_first_failure=stop_at_first_failure,
