@@ -24,7 +24,8 @@ from trtdebug.errors import UsageError
 
 Feeds = Dict[str, np.ndarray]
 CALIBRATORS = {"entropy": "IInt8EntropyCalibrator2", "minmax": "IInt8MinMaxCalibrator"}
-NO_CALIBRATORS = ("INT8 calibration is not available on {label}: it has no INT8 calibrators (TensorRT 11 removed them; TensorRT-RTX has none); "
+NO_CALIBRATORS = ("INT8 calibration is not available on {label}: it has no INT8 calibrators (TensorRT 11 removed "
+                  "them; TensorRT-RTX has none); "
                   "quantize the model explicitly instead (Q/DQ nodes, e.g. onnxruntime.quantization.quantize_static) "
                   "and check it with 'trtdebug debug precision MODEL --precision int8'")
 
