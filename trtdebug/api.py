@@ -108,6 +108,7 @@ def run(
     save_outputs: Optional[PathLike] = None,
     record_inputs: bool = True,
     load_outputs: Sequence[PathLike] = (),
+    reference_model: Optional[PathLike] = None,
     onnxrt_providers: Sequence[str] = ("cpu",),
     trt_config: Any = None,
     trt_outputs: Sequence[str] = (),
@@ -139,7 +140,9 @@ def run(
     ``atol``/``rtol``: a number, or ``{tensor name: value}`` with an optional ``"*"`` default.
     ``save_outputs`` also records the inputs (``inputs.npz`` and digests), unless ``record_inputs``
     is False; the digests alone are always kept, so comparing runs made from different inputs
-    is refused.
+    is refused.  ``reference_model``: an FP32 ONNX model run first on ONNX Runtime (CPU) as the
+    reference, e.g. the model a Q/DQ ``model`` was quantized from; a Q/DQ model's tensors are compared
+    with a reference of other names through their quantizers (:mod:`trtdebug.comparison.matching`).
     """
     from trtdebug.model import OutputSelection
 
@@ -150,7 +153,13 @@ def run(
     if is_engine and set(order) - {"trt"}:
         raise UsageError("a serialized engine can only be run with TensorRT (--trt); give the ONNX model for "
                          "--onnxrt/--ref")
+    if reference_model is not None and (is_engine or max_memory is not None):
+        raise UsageError("--reference-model needs the ONNX model (not an engine) and does not combine with --max-memory")
     trt_config = _trt_config(trt_config, trt_options, wanted="trt" in order)
+    if trt_config is not None:
+        from trtdebug.runners.tensorrt.calibration import check_options
+
+        check_options(trt_config)
     if "trt" not in order and (trt_outputs or trt_exclude_outputs or fused_boundaries):
         raise UsageError("--trt-outputs, --trt-exclude-outputs and --fused-boundaries apply to TensorRT only: "
                          "add --trt")
@@ -164,7 +173,7 @@ def run(
     _check_artifact_paths(
         {"--save-inputs": save_inputs, "--save-outputs": save_outputs, "--report": report, "--html": html,
          "--save-engine": getattr(trt_config, "save_engine", None)},
-        [model_path, inputs if _is_path(inputs) else None, *load_outputs])
+        [model_path, inputs if _is_path(inputs) else None, reference_model, *load_outputs])
 
     onnx_model = graph = None
     if not is_engine:
@@ -190,6 +199,10 @@ def run(
                             providers=onnxrt_providers, trt_config=trt_config, trt_outputs=trt_outputs,
                             trt_exclude_outputs=trt_exclude_outputs, fused_boundaries=fused_boundaries)
                for b in order]
+    fp32_graph = None
+    if reference_model is not None:
+        fp32_runner, fp32_graph = _reference_model_runner(reference_model, selection)
+        runners.insert(0, fp32_runner)
 
     feeds = _feeds(runners[0], graph, inputs, seed=seed, iterations=iterations, val_range=val_range,
                    input_ranges=input_ranges, input_shapes=input_shapes)
@@ -226,6 +239,9 @@ def run(
     if plan is not None:
         meta["windows"] = plan.as_meta()
     topology = _topology(graph, loaded)
+    if onnx_model is not None:
+        topology = _match_qdq(outcome, onnx_model, len(order), _topology(fp32_graph, loaded) or topology, topology,
+                              meta, label=model_path.name if model_path else "the model")
     status("comparing")
     outcome.report = compare_results(outcome.results, tolerances=tolerances, topology=topology, meta=meta,
                                      progress=on_progress)
@@ -565,6 +581,36 @@ def _open_store(outcome: Outcome, save_outputs: Optional[PathLike], *, graph, mo
         store.root = Path(save_outputs)  # the staging directory was renamed there
         outcome.saved_outputs = Path(save_outputs)
         outcome.notes.append(f"outputs saved to {save_outputs}")
+
+
+def _reference_model_runner(path: PathLike, selection):
+    """ONNX Runtime (CPU) on the FP32 model given as ``reference_model``, marking what ``selection`` marks."""
+    from trtdebug.model import ModelGraph, OutputSelection, load_model
+    from trtdebug.runners.onnxruntime import OnnxRuntimeRunner
+
+    fp32 = load_model(path)
+    graph = ModelGraph(fp32)
+    runner = OnnxRuntimeRunner(fp32, outputs=OutputSelection(mark_all=selection.mark_all), graph=graph,
+                               name=f"onnxrt ({Path(path).name})")
+    return runner, graph
+
+
+def _match_qdq(outcome: Outcome, onnx_model, own: int, fp32_topology: dict, topology: dict, meta: dict, *,
+               label: str) -> dict:
+    """Name the ``own`` last results (runs of a Q/DQ ``onnx_model``) as the reference - an FP32 run - names
+    its tensors; returns the topology to compare in (the FP32 one when they were renamed)."""
+    from trtdebug.comparison.matching import match_qdq
+
+    reference = outcome.results[0]
+    if len(outcome.results) <= own or not reference.iterations:  # the reference is a run of this model
+        return topology
+    match = match_qdq(onnx_model, reference.iterations[0])
+    if match is None:
+        return topology
+    outcome.results[-own:] = [match.apply(r) for r in outcome.results[-own:]]
+    meta["qdq_matching"] = match.as_meta()
+    outcome.notes.append(match.note(label))
+    return fp32_topology
 
 
 def _topology(graph, loaded) -> dict:

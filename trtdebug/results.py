@@ -86,6 +86,15 @@ class TensorSet(Mapping[str, np.ndarray]):
         out._items = {n: v for n, v in self._items.items() if n in wanted}
         return out
 
+    def renamed(self, names: Mapping[str, str], drop=frozenset()) -> "TensorSet":
+        """This set with entries renamed by ``names`` (others keep theirs) and those in ``drop`` left out, in
+        this set's order; files are shared, not copied.  A renamed entry replaces one that had the new name."""
+        out = TensorSet(root=self._root)
+        taken = {names[n] for n in self._items if n in names}
+        out._items = {names.get(n, n): v for n, v in self._items.items()
+                      if n in names or (n not in taken and n not in drop)}
+        return out
+
     def file_of(self, name: str) -> Optional[str]:
         item = self._items[name]
         return item if isinstance(item, str) else None

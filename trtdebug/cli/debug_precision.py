@@ -16,7 +16,7 @@ def precision_command(
     model: Path = typer.Argument(..., metavar="MODEL.onnx", help="The FP32 ONNX model.", show_default=False),
     out: Path = typer.Option(..., "--out", metavar="DIR", show_default=False,
                              help="Result directory: report.json and the converted model that passes (new, empty, or an earlier one)."),
-    precision: str = typer.Option("fp16", "--precision", help="Reduced precision: fp16 or bf16."),
+    precision: str = typer.Option("fp16", "--precision", help="Reduced precision: fp16 or bf16; int8 for a Q/DQ MODEL (which quantizers to take out)."),
     backend: str = typer.Option("onnxrt", "--backend", help="Judge with: onnxrt (FP16/BF16 storage emulated on CPU)."),
     atol: float = typer.Option(1e-2, "--atol", min=0, help="Absolute tolerance on the model outputs."),
     rtol: float = typer.Option(1e-2, "--rtol", min=0, help="Relative tolerance on the model outputs."),
@@ -25,6 +25,7 @@ def precision_command(
     seed: int = typer.Option(1, "--seed", min=0, help="Seed for synthetic inputs."),
     max_builds: int = typer.Option(48, "--max-builds", min=1, help="Most models converted and run by the search."),
     report: Optional[Path] = typer.Option(None, "--report", metavar="FILE.json", show_default=False, help="Also write the report here."),
+    fp32_model: Optional[Path] = typer.Option(None, "--fp32-model", metavar="FP32.onnx", show_default=False, help="--precision int8: the FP32 model MODEL was quantized from (default: MODEL without its Q/DQ nodes)."),
     verbose: bool = common.VERBOSE,
 ) -> None:
     """Find the nodes to keep in FP32 so that MODEL passes in FP16/BF16: all-reduced first, then the nodes
@@ -38,6 +39,13 @@ def precision_command(
     from trtdebug.runners.onnx_common import graph_input_metadata
     from trtdebug.util.files import check_output_paths
 
+    if precision == "int8":
+        from trtdebug.cli.debug_precision_int8 import int8_command
+
+        int8_command(model, out=out, fp32_model=fp32_model, backend=backend, atol=atol, rtol=rtol,
+                     load_inputs=load_inputs, input_shapes=input_shapes, seed=seed, max_builds=max_builds, report=report)
+    if fp32_model is not None:
+        raise UsageError("--fp32-model applies to --precision int8 only")
     common.check_choice(precision, ("fp16", "bf16"), "--precision")
     if backend != "onnxrt":
         raise UsageError("--backend: only onnxrt is available for debug precision so far (TensorRT builds per "

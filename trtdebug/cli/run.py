@@ -35,10 +35,14 @@ def run(
     save_outputs: Optional[Path] = typer.Option(None, "--save-outputs", help="Save every runner's tensors to this directory (one .npy per tensor + index.json, and the inputs used)."),
     no_save_inputs: bool = typer.Option(False, "--no-save-inputs", help="With --save-outputs: record only the inputs' digests, not the inputs themselves."),
     load_outputs: Optional[List[Path]] = typer.Option(None, "--load-outputs", help="Saved outputs (trtdebug dir or Polygraphy JSON) to compare against, as the reference (repeatable)."),
+    reference_model: Optional[Path] = typer.Option(None, "--reference-model", metavar="FP32.onnx", help="Run this FP32 model on ONNX Runtime (CPU) first, as the reference; a Q/DQ MODEL is then compared in its names through the quantizers."),
     # TensorRT
     fp16: bool = typer.Option(False, "--fp16", help="TensorRT: allow FP16 kernels."),
     bf16: bool = typer.Option(False, "--bf16", help="TensorRT: allow BF16 kernels."),
     int8: bool = typer.Option(False, "--int8", help="TensorRT: allow INT8 kernels (needs Q/DQ nodes or scales)."),
+    calibration_data: Optional[Path] = typer.Option(None, "--calibration-data", metavar="FILE.npz|DIR", help="TensorRT 8.6-10.x, with --int8: calibrate on these inputs (every input set of the .npz, or of every .npz in DIR, is one batch)."),
+    calibrator: str = typer.Option("entropy", "--calibrator", help="With --calibration-data: entropy (IInt8EntropyCalibrator2) or minmax (IInt8MinMaxCalibrator)."),
+    calibration_cache: Optional[Path] = typer.Option(None, "--calibration-cache", metavar="FILE", help="With --int8: calibration cache, read if it exists (no calibration then), else written after calibrating."),
     tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="TensorRT: allow or forbid TF32 (default: TensorRT's own, on)."),
     strongly_typed: bool = typer.Option(False, "--strongly-typed", help="TensorRT: build a strongly typed network (types from the ONNX model)."),
     workspace: Optional[str] = typer.Option(None, "--workspace", help="TensorRT workspace pool limit, e.g. 4G, 512M or bytes."),
@@ -67,7 +71,8 @@ def run(
                    "--trt-opt-shapes": trt_opt_shapes, "--trt-max-shapes": trt_max_shapes,
                    "--builder-optimization-level": builder_optimization_level is not None,
                    "--timing-cache": timing_cache, "--no-cache": no_cache, "--save-engine": save_engine,
-                   "--load-tactics": load_tactics}
+                   "--load-tactics": load_tactics, "--calibration-data": calibration_data,
+                   "--calibrator": calibrator != "entropy", "--calibration-cache": calibration_cache}
     trt = trt or trt_rtx
     given = [flag for flag, value in build_flags.items() if value]
     if given and not trt:
@@ -81,13 +86,15 @@ def run(
             inputs=load_inputs, seed=seed, val_range=val_default, input_ranges=val_per_input or None,
             input_shapes=parse_input_shapes(input_shapes or []) or None, iterations=iterations,
             save_inputs=save_inputs, save_outputs=save_outputs, record_inputs=not no_save_inputs,
-            load_outputs=load_outputs or (),
+            load_outputs=load_outputs or (), reference_model=reference_model,
             onnxrt_providers=onnxrt_providers or ("cpu",),
             trt_config=_trt_config(fp16=fp16, bf16=bf16, int8=int8, tf32=tf32, strongly_typed=strongly_typed,
                                    workspace=workspace, trt_min_shapes=trt_min_shapes, trt_opt_shapes=trt_opt_shapes,
                                    trt_max_shapes=trt_max_shapes, builder_optimization_level=builder_optimization_level,
                                    timing_cache=timing_cache, persistent_cache=not no_cache,
                                    save_engine=save_engine, load_tactics=load_tactics, verbose=verbose,
+                                   calibration_data=calibration_data, calibrator=calibrator,
+                                   calibration_cache=calibration_cache,
                                    module="tensorrt_rtx" if trt_rtx else "tensorrt") if trt else None,
             trt_outputs=trt_outputs or (), trt_exclude_outputs=trt_exclude_outputs or (),
             fused_boundaries=fused_boundaries, max_memory=max_memory, stop_at_first_failure=stop_at_first_failure,

@@ -43,7 +43,7 @@ class ReferenceRunner(Runner):
         model, self._graph = prepare_model(self._source, OutputSelection(), self._graph)
         self._report = OutputReport(self._graph, self._selection)
         try:
-            self._evaluator = ReferenceEvaluator(model, new_ops=overridden_ops())
+            self._evaluator = ReferenceEvaluator(model, new_ops=overridden_ops(model))
         except Exception as exc:  # unsupported op or malformed model, found at load time
             raise BackendError(f"the ONNX reference evaluator cannot load the model: {exc}") from exc
         self._warnings: Dict[str, int] = {}

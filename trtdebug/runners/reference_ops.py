@@ -48,12 +48,44 @@ OVERRIDES: Dict[str, str] = {
         "on the other axes, which the spec allows. Exposed by a torch.onnx (dynamo) export of BERT, whose "
         "position ids are gathered from a [1, 512] buffer."
     ),
+    "DequantizeLinear": (
+        "opsets 10-18: onnx.reference has no implementation below opset 19 (it has QuantizeLinear 10), so "
+        "it could not load any Q/DQ model quantize_static writes at opset 13-18; the integer semantics "
+        "are those of opset 19, whose implementation is used (without its float8/blocked extensions)."
+    ),
 }
 
 
-def overridden_ops() -> List[type]:
-    """The replacement classes, for ``ReferenceEvaluator(model, new_ops=overridden_ops())``."""
-    return [BatchNormalization, Softmax, LogSoftmax, Hardmax, LRN, GatherElements]
+def overridden_ops(model=None) -> List[type]:
+    """The replacement classes, for ``ReferenceEvaluator(model, new_ops=overridden_ops(model))``.
+
+    A class replaces its op at every opset, so one that only fills a gap (DequantizeLinear) is added
+    only for the ``model`` whose opset has the gap.
+    """
+    ops = [BatchNormalization, Softmax, LogSoftmax, Hardmax, LRN, GatherElements]
+    if model is not None and _opset(model) in range(*_DEQUANTIZE_GAP):
+        ops.append(_dequantize_linear())
+    return ops
+
+
+def _opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+_DEQUANTIZE_GAP = (10, 19)
+
+
+def _dequantize_linear() -> type:
+    """DequantizeLinear for opsets 10-18: opset 19's implementation, which has the same integer semantics."""
+    from onnx.reference.ops.op_dequantize_linear import DequantizeLinear_19
+
+    class DequantizeLinear(DequantizeLinear_19):
+        op_schema = None  # the latest schema's attributes (block_size, output_dtype) are not this opset's
+
+        def _run(self, x, x_scale, x_zero_point=None, axis=None):
+            return super()._run(x, x_scale, x_zero_point, axis=1 if axis is None else axis)
+
+    return DequantizeLinear
 
 
 class _VersionedOp(OpRun):
@@ -173,13 +205,14 @@ class GatherElements(OpRun):
 # replacement computes the others too, but only these are worth telling the user about.
 WRONG_OPSETS: Dict[str, Tuple[int, int]] = {
     "BatchNormalization": (7, 13), "Softmax": (1, 12), "LogSoftmax": (1, 12), "Hardmax": (1, 12),
+    "DequantizeLinear": (_DEQUANTIZE_GAP[0], _DEQUANTIZE_GAP[1] - 1),
 }
 
 
 def overrides_in(model) -> List[Tuple[str, str]]:
     """(op, why) for the overridden ops this model uses (main graph and subgraphs) at an opset where
     onnx.reference gets them wrong."""
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = _opset(model)
     used = set()
 
     def walk(graph):

@@ -18,7 +18,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from trtdebug.errors import BuildError, ParseError, UsageError
 from trtdebug.model.surgery import OutputSelection
-from trtdebug.runners.tensorrt import compat, marking
+from trtdebug.runners.tensorrt import calibration, compat, marking
 from trtdebug.runners.tensorrt import precision as precision_mod
 from trtdebug.runners.tensorrt.config import Profile, TrtBuildConfig
 from trtdebug.runners.tensorrt.logger import shared_logger
@@ -82,6 +82,7 @@ class EngineBuilder:
         self.last_phases: List[Tuple[str, float]] = []  # (phase, seconds) of the last build, from 8.6's log
         self._replay = None  # the --load-tactics file, read at the first build
         self._keep_alive: List[object] = []  # selectors and caches TensorRT uses during the current build
+        self._calibrator = None  # the INT8 calibrator of the current build (calibration.py)
 
     # -- parsing ---------------------------------------------------------------------------
     def parse(self) -> ParsedNetwork:
@@ -113,6 +114,7 @@ class EngineBuilder:
     def _make_config(self, parsed: ParsedNetwork, feed_shapes: Optional[Shapes], notes: List[str]):
         trt, f, c = self.trt, self.features, self.config
         config = parsed.builder.create_builder_config()
+        self._calibrator = calibration.attach(trt, config, parsed.network, f, c, notes)  # alive for the build
         notes += compat.apply_precision_flags(trt, config, f, c)
         note = compat.set_workspace(trt, config, f, c.workspace)
         if note:
@@ -125,7 +127,7 @@ class EngineBuilder:
         if f.timing_cache_effective:
             self.timing_cache.attach(config)
         profiles = self._profiles(parsed, feed_shapes, notes)
-        for prof in profiles:
+        for k, prof in enumerate(profiles):
             p = parsed.builder.create_optimization_profile()
             for name in prof.min:
                 try:
@@ -135,6 +137,8 @@ class EngineBuilder:
                                      f"opt {list(prof.opt[name])}, max {list(prof.max[name])}) was rejected: {exc}") from exc
             if config.add_optimization_profile(p) < 0:
                 raise UsageError(f"TensorRT rejected an optimization profile: {self.logger.messages.error_text('invalid profile')}")
+            if k == 0 and self._calibrator is not None and hasattr(config, "set_calibration_profile"):
+                config.set_calibration_profile(p)  # dynamic shapes: calibrate in the first profile
         self._apply_fp32_nodes(parsed.network, config, notes)
         self._apply_tactics(config, notes)
         return config, profiles
@@ -250,7 +254,14 @@ class EngineBuilder:
         debug = self._mark_debug(parsed.network, debug_names, unfused_debug)
         config, profiles = self._make_config(parsed, feed_shapes, notes)
         start = time.perf_counter()
-        engine_bytes = self._build_serialized(parsed, config)
+        try:
+            engine_bytes = self._build_serialized(parsed, config)
+        finally:
+            if self._calibrator is not None:
+                notes.append(f"calibration: {self._calibrator.served} batch(es) served"
+                             + (", cache read" if self._calibrator.cache_read else "")
+                             + (", cache written" if self._calibrator.cache_written else ""))
+                self._calibrator.free()
         seconds = time.perf_counter() - start
         return BuildResult(engine_bytes, plan, seconds, notes, profiles, debug, unfused_debug)
 

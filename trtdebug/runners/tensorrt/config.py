@@ -46,6 +46,11 @@ class TrtBuildConfig:
     reduce_marking_on_failure: bool = True
     # A tactics replay file ('trtdebug debug tactics' writes one): pin its tactic choices in the build.
     load_tactics: Optional[Path] = None
+    # INT8 calibration (TensorRT 8.6-10.x, with int8): an .npz or a directory of them, one batch per input set;
+    # "entropy" (IInt8EntropyCalibrator2) or "minmax"; a cache read if present (skipping calibration), else written.
+    calibration_data: Optional[Path] = None
+    calibrator: str = "entropy"
+    calibration_cache: Optional[Path] = None
 
 
 # -- parsing helpers for the CLI ---------------------------------------------------------------
