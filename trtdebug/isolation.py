@@ -49,6 +49,7 @@ CRASHED = "crashed"
 TIMED_OUT = "timed_out"
 
 _STDERR_TAIL = 4000  # characters of the child's output kept for a crash report
+START_TIMEOUT = 300.0  # seconds a Worker's factory gets at least
 
 
 @dataclass(frozen=True)
@@ -131,15 +132,20 @@ class Worker:
     its methods, each within ``timeout`` seconds (see the module docstring).
 
     ``device`` reaches the child as ``CUDA_VISIBLE_DEVICES``, set before the factory runs (so
-    before anything there touches CUDA).  ``starts`` counts the children started (``restarts``:
+    before anything there touches CUDA).  The factory gets ``start_timeout`` seconds (default:
+    ``timeout``, but at least :data:`START_TIMEOUT`: importing TensorRT, creating a builder and
+    parsing a large model are slow without being hung).  ``starts`` counts the children started (``restarts``:
     all but the first).  Calls are serialized: one at a time per worker, from any thread.  Use
     as a context manager or call :meth:`close`; the child also exits when this process dies
     (its end of the pipe closes).
     """
 
     def __init__(self, factory: Callable[..., Any], *args: Any, device: Optional[int] = None,
-                 timeout: Optional[float] = None, name: str = "worker") -> None:
+                 timeout: Optional[float] = None, start_timeout: Optional[float] = None, name: str = "worker") -> None:
         self.factory, self.args, self.device, self.timeout, self.name = factory, args, device, timeout, name
+        if start_timeout is None and timeout is not None:
+            start_timeout = max(timeout, START_TIMEOUT)
+        self.start_timeout = start_timeout
         self.starts = 0
         self._proc = self._conn = None
         self._lock = threading.Lock()
@@ -169,7 +175,7 @@ class Worker:
         """``obj.method(*args)`` in the child (started first if needed); ``value`` is its result.
 
         ``timeout`` (default: the worker's) covers this call; a child that has to be started
-        first gets the same again for the factory.
+        first gets ``start_timeout`` for the factory before it.
         """
         limit = self.timeout if timeout is None else timeout
         with self._lock:
@@ -206,7 +212,7 @@ class Worker:
         _own_group(proc.pid)
         self._proc, self._conn = proc, mine
         self.starts += 1
-        return self._answer(self.timeout, start, offset, starting=True)
+        return self._answer(self.start_timeout, start, offset, starting=True)
 
     def _answer(self, limit: Optional[float], start: float, offset: int, *, starting: bool = False) -> ChildOutcome:
         """Wait for the child's answer; a dead or late child is stopped and described."""
