@@ -171,17 +171,11 @@ class FusionSpec:
 
 def fusion_session(spec: FusionSpec) -> FusionSession:
     """The worker's factory: import TensorRT, load and parse the model once."""
-    from trtdebug.debug.trt_engines import engine_layers
-    from trtdebug.model import ModelGraph, load_model
-    from trtdebug.runners.tensorrt import compat
+    from trtdebug.debug.trt_engines import engine_layers, worker_inputs
     from trtdebug.runners.tensorrt.builder import EngineBuilder
     from trtdebug.runners.tensorrt.variants import NetworkVariants
 
-    trt = compat.import_tensorrt(spec.config.module)
-    model = load_model(spec.model)
-    graph = ModelGraph(model)
-    work = Path(spec.work)
-    work.mkdir(parents=True, exist_ok=True)
+    trt, model, graph, work = worker_inputs(spec)
     builder = EngineBuilder(trt, model, graph, spec.config, show_progress=False)
     variants = NetworkVariants(builder, feed_shapes=spec.feed_shapes)
     return FusionSession(variants, spec.judge, lambda engine: engine_layers(builder, graph, engine), work)

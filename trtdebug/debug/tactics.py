@@ -204,14 +204,10 @@ class TacticSpec:
 
 def tactic_session(spec: TacticSpec) -> TacticSession:
     """The worker's factory: import TensorRT, load and parse the model once."""
-    from trtdebug.model import ModelGraph, load_model
-    from trtdebug.runners.tensorrt import compat
+    from trtdebug.debug.trt_engines import worker_inputs
 
-    trt = compat.import_tensorrt(spec.config.module)
-    model = load_model(spec.model)
-    work = Path(spec.work)
-    work.mkdir(parents=True, exist_ok=True)
-    builds = TacticBuilds(trt, model, ModelGraph(model), spec.config, good_config=spec.good_config,
+    trt, model, graph, work = worker_inputs(spec)
+    builds = TacticBuilds(trt, model, graph, spec.config, good_config=spec.good_config,
                           feed_shapes=spec.feed_shapes, search_cache=work / "search.timing-cache")
     return TacticSession(builds, spec.judge, work)
 

@@ -172,6 +172,19 @@ def open_workers(factory: Callable[..., Any], specs: Sequence[Any], devices: Seq
             w.close()
 
 
+def worker_inputs(spec) -> Tuple[Any, Any, Any, Path]:
+    """In a worker's factory: ``(trt module, model, ModelGraph, work dir)`` for a spec with ``model``
+    (an ONNX file), ``config`` (TrtBuildConfig) and ``work`` (the worker's directory, created)."""
+    from trtdebug.model import ModelGraph, load_model
+    from trtdebug.runners.tensorrt import compat
+
+    trt = compat.import_tensorrt(spec.config.module)
+    model = load_model(spec.model)
+    work = Path(spec.work)
+    work.mkdir(parents=True, exist_ok=True)
+    return trt, model, ModelGraph(model), work
+
+
 def keep_engine(keep_dir: Path, name: Optional[str], engine_bytes: bytes) -> None:
     """Save an engine a later call names (``layers(name)``): in the worker's directory, so a restart keeps it."""
     if name is not None:
