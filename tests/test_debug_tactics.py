@@ -120,11 +120,15 @@ def judge_fails_on(layer, tactics):
     return judge
 
 
-def _builds(trt, *, fp16=False, good_fp32=False):
+GRAPH = ModelGraph(chain_model())
+
+
+def _session(trt, judge, keep_dir, *, fp16=False, good_fp32=False):
+    """The session a build worker serves, here in this process."""
     model = chain_model()
     cfg = TrtBuildConfig(fp16=fp16, persistent_cache=False)
     good = TrtBuildConfig(persistent_cache=False) if good_fp32 else None
-    return dt.TacticBuilds(trt, model, ModelGraph(model), cfg, good_config=good)
+    return dt.TacticSession(dt.TacticBuilds(trt, model, ModelGraph(model), cfg, good_config=good), judge, keep_dir)
 
 
 # -- the selector (8.6 - 10.x) ------------------------------------------------------------------------
@@ -134,8 +138,8 @@ def test_fp16_tactic_on_one_layer_is_found_and_the_replay_pins_fp32(tmp_path, ve
     trt = trt_fakes.fake_trt(version)
     FakeBuilds(trt, noisy=())
     judge = judge_fails_on("relu2", {200})  # relu2's FP16 kernel overflows; FP16 everywhere else is fine
-    builds = _builds(trt, fp16=True, good_fp32=True)
-    result = dt.search_tactics(builds, judge, tmp_path, good="fp32")
+    session = _session(trt, judge, tmp_path, fp16=True, good_fp32=True)
+    result = dt.search_tactics(session, GRAPH, tmp_path, good="fp32")
     r = result.report
     assert r["mechanism"] == tt.SELECTOR
     assert result.culprit_layers == ["relu2"] and result.culprit_nodes == ["relu2"]
@@ -173,13 +177,13 @@ def test_rebuilds_until_a_good_and_a_bad_build_are_seen_then_resume_reasks_nothi
     trt = trt_fakes.fake_trt("8.6.1")
     FakeBuilds(trt, noisy=("relu2",))  # relu2's fastest FP32 tactic flips between builds; 101 is wrong
     judge = judge_fails_on("relu2", {101})
-    result = dt.search_tactics(_builds(trt), judge, tmp_path, good="rebuild", context={"model": "m"})
+    result = dt.search_tactics(_session(trt, judge, tmp_path), GRAPH, tmp_path, good="rebuild", context={"model": "m"})
     assert result.culprit_layers == ["relu2"]
     assert result.report["candidates"] == 1 and result.report["replay_verdict"] == "good"
     first_calls = result.report["oracle_calls"]
     assert first_calls >= 1
     # the same search again: recordings and verdicts come back from OUT, no oracle call is repeated
-    again = dt.search_tactics(_builds(trt), judge, tmp_path, good="rebuild", context={"model": "m"})
+    again = dt.search_tactics(_session(trt, judge, tmp_path), GRAPH, tmp_path, good="rebuild", context={"model": "m"})
     assert again.culprit_layers == ["relu2"] and again.report["oracle_calls"] == 0
     assert again.report["reused_verdicts"] >= 1
 
@@ -188,9 +192,11 @@ def test_a_passing_build_is_nothing_to_search_and_an_fp32_failure_is_not_a_tacti
     trt = trt_fakes.fake_trt("10.0.1")
     FakeBuilds(trt, noisy=())
     with pytest.raises(NotFailing):
-        dt.search_tactics(_builds(trt, fp16=True, good_fp32=True), judge_fails_on("relu2", {999}), tmp_path / "a")
+        dt.search_tactics(_session(trt, judge_fails_on("relu2", {999}), tmp_path, fp16=True, good_fp32=True), GRAPH,
+                          tmp_path / "a")
     with pytest.raises(UsageError, match="without reduced precision fails too"):
-        dt.search_tactics(_builds(trt, fp16=True, good_fp32=True), judge_fails_on("relu2", {101, 200}), tmp_path / "b")
+        dt.search_tactics(_session(trt, judge_fails_on("relu2", {101, 200}), tmp_path, fp16=True, good_fp32=True),
+                          GRAPH, tmp_path / "b")
 
 
 def test_selector_records_options_and_forces_only_what_is_offered():
@@ -228,7 +234,7 @@ def test_editable_timing_cache_path_on_tensorrt_11(tmp_path, version):
     assert tt.mechanism(compat.detect(trt)) == tt.TIMING_CACHE  # 11 has no IAlgorithmSelector
     FakeBuilds(trt, noisy=("relu2", "conv3"))
     judge = judge_fails_on("relu2", {101})
-    result = dt.search_tactics(_builds(trt), judge, tmp_path, good="rebuild")
+    result = dt.search_tactics(_session(trt, judge, tmp_path), GRAPH, tmp_path, good="rebuild")
     r = result.report
     assert r["mechanism"] == tt.TIMING_CACHE and r["candidates"] == 2  # relu2's and conv3's keys differ
     assert [t["timing_cache_key"] for t in r["culprit_tactics"]] == [_key("relu2")]

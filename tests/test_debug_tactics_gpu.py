@@ -1,7 +1,8 @@
 """``debug tactics`` and ``debug fusion`` on TensorRT and a GPU (``pytest -m gpu tests/test_debug_tactics_gpu.py``).
 
-Every build runs in this process from one parsed network (no new builder per build).  Budget:
-about 20 builds of small models in all.
+Every build runs in a persistent build worker (one spawned process per device, the network parsed
+once there), as the commands run them; judges are picklable because they run there too.
+Budget: about 40 builds of small models in all (the two-GPU test only where two GPUs are).
 """
 from __future__ import annotations
 
@@ -79,30 +80,78 @@ def conv_chain():
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def test_debug_fusion_names_a_planted_bad_fusion(tmp_path):
-    import tensorrt as trt
+class FusedTogether:
+    """The planted miscompile: BAD when ONNX nodes ``a`` and ``b`` run in one engine layer (read with the
+    engine inspector, in the worker that built the engine)."""
 
-    from trtdebug.debug.fusion import search_fusion
-    from trtdebug.debug.search import Judgement, Verdict
-    from trtdebug.debug.trt_engines import engine_layers
-    from trtdebug.runners.tensorrt.builder import EngineBuilder
-    from trtdebug.runners.tensorrt.variants import NetworkVariants
+    def __init__(self, model_path, a, b):
+        self.model_path, self.a, self.b = str(model_path), a, b
+        self._builder = self._graph = None
 
-    model = conv_chain()
-    graph = ModelGraph(model)
-    builder = EngineBuilder(trt, model, graph, TrtBuildConfig(persistent_cache=False, builder_optimization_level=0),
-                            show_progress=False)
+    def __getstate__(self):  # crosses to the worker without its TensorRT objects
+        return {"model_path": self.model_path, "a": self.a, "b": self.b, "_builder": None, "_graph": None}
 
-    def bad_when_fused(engine_bytes):  # the planted miscompile: conv2 and relu2 in one engine layer
-        info = engine_layers(builder, graph, engine_bytes)
-        together = any({"conv2", "relu2"} <= set(layer.onnx_nodes) for layer in info.compute_layers)
-        return Judgement(Verdict.BAD if together else Verdict.GOOD, f"conv2+relu2 fused: {together}")
+    def __call__(self, engine_bytes):
+        import tensorrt as trt
 
-    with NetworkVariants(builder) as variants:
-        result = search_fusion(variants, bad_when_fused, lambda b: engine_layers(builder, graph, b), graph, tmp_path)
+        from trtdebug.debug.search import Judgement, Verdict
+        from trtdebug.debug.trt_engines import engine_layers
+        from trtdebug.model import load_model
+        from trtdebug.runners.tensorrt.builder import EngineBuilder
+
+        if self._builder is None:
+            model = load_model(self.model_path)
+            self._graph = ModelGraph(model)
+            self._builder = EngineBuilder(trt, model, self._graph, TrtBuildConfig(persistent_cache=False),
+                                          show_progress=False)
+        info = engine_layers(self._builder, self._graph, engine_bytes)
+        together = any({self.a, self.b} <= set(layer.onnx_nodes) for layer in info.compute_layers)
+        return Judgement(Verdict.BAD if together else Verdict.GOOD, f"{self.a}+{self.b} fused: {together}")
+
+
+def _fusion(tmp_path, out, **kw):
+    from trtdebug.debug.fusion import debug_fusion
+
+    model_path = tmp_path / "convs.onnx"
+    onnx.save(conv_chain(), model_path)
+    return debug_fusion(model_path, out, build_options={"builder_optimization_level": 0},
+                        judge=FusedTogether(model_path, "conv2", "relu2"), timeout=300, **kw)
+
+
+def test_debug_fusion_names_a_planted_bad_fusion_and_its_workaround_model_passes(tmp_path):
+    result = _fusion(tmp_path, tmp_path / "out")
     r = result.report
     print({k: r[k] for k in ("culprit_tensors", "culprit_layers", "culprit_nodes", "candidates", "builds", "seconds")})
     assert result.tensors == ["conv2_out"]
     assert {"conv2", "relu2"} <= set(result.nodes)
-    assert r["workaround"]["verdict"] == "good"
-    assert r["search_builds"] + 2 <= r["build_bound"]
+    assert r["workaround"]["verdict"] == "good"  # the engine built from workaround.onnx splits the fusion
+    assert [o.name for o in onnx.load(tmp_path / "out" / "workaround.onnx").graph.output] == ["relu3_out", "conv2_out"]
+    assert r["search_builds"] + 2 <= r["build_bound"] and r["worker_restarts"] == 0
+
+
+def test_two_gpus_give_the_one_gpu_answer(tmp_path):
+    from trtdebug.runners.tensorrt.cuda import get_cuda
+
+    if get_cuda().device_count() < 2:
+        pytest.skip("needs two GPUs")
+    one = _fusion(tmp_path, tmp_path / "one")
+    two = _fusion(tmp_path, tmp_path / "two", devices=[0, 1])
+    assert one.tensors == two.tensors == ["conv2_out"] and two.report["workers"] == 2
+
+
+def test_cli_debug_tactics_runs_its_builds_in_workers(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model_path = tmp_path / "overflow.onnx"
+    onnx.save(overflow_model(), model_path)
+    out = tmp_path / "out"
+    script = Path(sys.executable).with_name("trtdebug")
+    proc = subprocess.run([str(script), "debug", "tactics", str(model_path), "--out", str(out), "--fp16",
+                           "--builder-optimization-level", "1", "--atol", "0.05", "--rtol", "0.05", "--timeout", "300",
+                           "--on-crash", "skip"], capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((out / "report.json").read_text())
+    assert r["workers"] == 1 and r["replay_verdict"] == "good" and "culprit:" in proc.stdout

@@ -149,3 +149,79 @@ def test_child_that_cannot_start_reports_why(monkeypatch):
     out = run_isolated(ghost.work, timeout=60)
     assert out.kind == CRASHED and out.exit_code == 1
     assert "No module named 'trtdebug_ghost_module'" in out.stderr_tail
+
+
+# -- Worker: a persistent child serving many calls ---------------------------------------------------
+
+class _Counter:
+    """Built once per child: its state shows whether two calls reached the same child."""
+
+    def __init__(self, start):
+        self.n = start
+        self.device = os.environ.get("CUDA_VISIBLE_DEVICES")
+
+    def bump(self):
+        self.n += 1
+        return self.n, os.getpid(), self.device
+
+    def fail(self):
+        raise ValueError("no such layer\nmore")
+
+    def segfault(self):
+        print("the build's last words", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    def exit_hard(self):
+        os._exit(3)
+
+    def hang(self, pid_file):
+        _hang_with_grandchild(pid_file)
+
+
+def _broken_factory():
+    raise RuntimeError("cannot parse the model")
+
+
+def test_worker_keeps_its_object_between_calls_and_restarts_after_a_crash(tmp_path):
+    from trtdebug.isolation import Worker
+
+    with Worker(_Counter, 10, device=3, timeout=60) as w:
+        n1, pid1, device = w.call("bump").value
+        n2, pid2, _ = w.call("bump").value
+        assert (n1, n2) == (11, 12) and pid1 == pid2 != os.getpid() and device == "3"
+        failed = w.call("fail")  # an exception is an answer: the child lives on
+        assert failed.kind == RAISED and failed.message == "no such layer" and "ValueError" in failed.traceback
+        assert w.call("bump").value[:2] == (13, pid1)
+        crash = w.call("segfault")
+        assert crash.kind == CRASHED and crash.signal == signal.SIGSEGV
+        assert "the build's last words" in crash.stderr_tail and _wait_dead(pid1)
+        n, pid3, _ = w.call("bump").value  # a new child, built afresh by the factory
+        assert n == 11 and pid3 != pid1 and w.restarts == 1
+        exited = w.call("exit_hard")
+        assert exited.kind == CRASHED and exited.exit_code == 3 and "last words" not in exited.stderr_tail
+        assert w.call("bump").value[0] == 11 and w.restarts == 2
+    assert not _alive(pid3)
+
+
+def test_worker_hang_is_killed_at_its_deadline_with_its_grandchildren(tmp_path):
+    from trtdebug.isolation import Worker
+
+    pid_file = tmp_path / "pids"
+    with Worker(_Counter, 0, timeout=60) as w:
+        w.call("bump")
+        start = time.monotonic()
+        out = w.call("hang", str(pid_file), timeout=3)
+        assert out.kind == TIMED_OUT and 2.5 < time.monotonic() - start < 20
+        worker_pid, grandchild = (int(x) for x in pid_file.read_text().split())
+        assert _wait_dead(worker_pid) and _wait_dead(grandchild)
+        assert w.call("bump").value[0] == 1 and w.restarts == 1  # the next call gets a new child
+
+
+def test_worker_whose_factory_fails_says_so_on_every_call():
+    from trtdebug.isolation import Worker
+
+    with Worker(_broken_factory, timeout=60) as w:
+        out = w.start()
+        assert out.kind == RAISED and out.exc_type == "RuntimeError" and out.message == "cannot parse the model"
+        assert w.pid is None
+        assert w.call("bump").kind == RAISED

@@ -192,6 +192,9 @@ class World:
         self.version = version
         self.reads: set = set()  # "Class.member" / "name": TensorRT names the code read
         self.network_factory: Optional[Callable[[], object]] = None  # what OnnxParser.parse fills in
+        # called with (network, model bytes) by a successful parse: what the real parser does with the model
+        # beyond the scripted network, e.g. marking the ONNX graph outputs the model declares
+        self.on_parse: Optional[Callable[[object, bytes], None]] = None
         self.parse_ok = True
         self.parser_errors: List[object] = []  # ParserError objects parse() reports
         self.support: Optional[Callable[[bytes], tuple]] = None  # bytes -> (ok, [(nodes, flag)], [errors])
@@ -553,6 +556,8 @@ class _OnnxParser:
         world = type(self)._world
         if not world.parse_ok:
             self._p["errors"] = list(world.parser_errors)
+        elif world.on_parse is not None:
+            world.on_parse(self._p["network"], bytes(model) if model else Path(path).read_bytes())
         return world.parse_ok
 
     def parse_from_file(self, model):

@@ -47,6 +47,23 @@ trt_flags = common.option_group("trt", {"trt_rtx": (bool, TRT_RTX), **_PRECISION
 precision_flags = common.option_group("trt", _PRECISION, lambda **flags: _trt_options(trt_rtx=False, **flags))
 
 
+# how candidates are isolated: shared by every command whose candidates run in child processes
+TIMEOUT = typer.Option(600.0, "--timeout", min=1, help="Seconds per candidate before it counts as a hang (its process group is killed).")
+ON_CRASH = typer.Option("skip", "--on-crash", help="A crash or hang of a candidate means: skip (no answer) or bad (fails).")
+DEVICES = typer.Option(None, "--devices", help="Judge candidates in parallel, one worker per GPU id: 0,1.")
+
+
+def _workers(*, timeout: float, on_crash: str, devices: Optional[str]) -> Dict[str, Any]:
+    common.check_choice(on_crash, ("skip", "bad"), "--on-crash")
+    return {"timeout": timeout, "on_crash": on_crash, "devices": _devices(devices)}
+
+
+# --timeout, --on-crash and --devices of the commands whose builds run in persistent build workers,
+# received as ``workers: Dict[str, Any]`` (keywords of debug_tactics / debug_fusion)
+worker_options = common.option_group("workers", {"timeout": (float, TIMEOUT), "on_crash": (str, ON_CRASH),
+                                                 "devices": (Optional[str], DEVICES)}, _workers)
+
+
 @dataclass
 class _Reference:
     """The reference, inputs and tolerance options of the commands that compare engines with a reference run."""
@@ -124,9 +141,9 @@ def reduce_command(
     atol: Optional[List[str]] = typer.Option(None, "--atol", help="Absolute tolerance: VALUE or NAME:VALUE (repeatable)."),
     rtol: Optional[List[str]] = typer.Option(None, "--rtol", help="Relative tolerance: VALUE or NAME:VALUE (repeatable)."),
     check_error_stat: str = typer.Option("elemwise", "--check-error-stat", help="elemwise, max, mean, median or quantile."),
-    timeout: float = typer.Option(600.0, "--timeout", min=1, help="Seconds per candidate before it counts as a hang."),
-    on_crash: str = typer.Option("skip", "--on-crash", help="A crash or hang of a candidate means: skip (no answer) or bad (fails)."),
-    devices: Optional[str] = typer.Option(None, "--devices", help="Judge candidates in parallel, one worker per GPU id: 0,1."),
+    timeout: float = TIMEOUT,
+    on_crash: str = ON_CRASH,
+    devices: Optional[str] = DEVICES,
     find_all: bool = typer.Option(False, "--all", help="Keep searching after the first culprit set, for independent ones."),
     repeat: int = typer.Option(1, "--repeat", min=1, help="Ask a flaky oracle this many times per candidate (one failure counts)."),
     no_fold: bool = typer.Option(False, "--no-fold", help="Do not fold constants first."),
@@ -194,6 +211,7 @@ def reduce_command(
 @debug_app.command("tactics")
 @precision_flags
 @reference_options
+@worker_options
 def tactics_command(
     model: Path = typer.Argument(..., metavar="MODEL.onnx", help="The model whose TensorRT engine is wrong.", show_default=False),
     out: Path = typer.Option(..., "--out", metavar="DIR", show_default=False,
@@ -205,8 +223,11 @@ def tactics_command(
     *,
     trt: Dict[str, Any],
     ref: _Reference,
+    workers: Dict[str, Any],
 ) -> None:
-    """Find the layer(s) whose TensorRT tactic makes the outputs wrong; write a replay file that rebuilds a good engine."""
+    """Find the layer(s) whose TensorRT tactic makes the outputs wrong; write a replay file that rebuilds a good engine.
+
+    Every build runs in a build worker process (one per --devices id): a crash or hang is that candidate's verdict."""
     from trtdebug.debug.tactics import debug_tactics
 
     common.check_choice(good, ("auto", "fp32", "rebuild"), "--good")
@@ -215,7 +236,7 @@ def tactics_command(
     with err.status("debug tactics") as status:
         result = debug_tactics(model, out, build_options=_search_build_options(trt, verbose), good=good,
                                max_rebuilds=rebuilds, on_progress=_progress(status, err, verbose),
-                               on_status=status.update, **search)
+                               on_status=status.update, **search, **workers)
     data = result.report
     console = common.stdout_console()
     for t in data["culprit_tactics"]:
@@ -233,6 +254,7 @@ def tactics_command(
 @debug_app.command("fusion")
 @precision_flags
 @reference_options
+@worker_options
 def fusion_command(
     model: Path = typer.Argument(..., metavar="MODEL.onnx", help="A model whose engine fails but passes with every tensor marked.", show_default=False),
     out: Path = typer.Option(..., "--out", metavar="DIR", show_default=False,
@@ -241,15 +263,19 @@ def fusion_command(
     *,
     trt: Dict[str, Any],
     ref: _Reference,
+    workers: Dict[str, Any],
 ) -> None:
-    """Find the smallest set of tensors whose marking fixes the engine: the miscompiled fusion, and its workaround."""
+    """Find the smallest set of tensors whose marking fixes the engine: the miscompiled fusion, and its workaround
+    (DIR/workaround.onnx: the model with those tensors as extra outputs, a fusion barrier any deployment keeps).
+
+    Every build runs in a build worker process (one per --devices id): a crash or hang is that candidate's verdict."""
     from trtdebug.debug.fusion import debug_fusion
 
     search = ref.search_kwargs()
     err = common.stderr_console()
     with err.status("debug fusion") as status:
         result = debug_fusion(model, out, build_options=_search_build_options(trt, verbose),
-                              on_progress=_progress(status, err, verbose), on_status=status.update, **search)
+                              on_progress=_progress(status, err, verbose), on_status=status.update, **search, **workers)
     data, console = result.report, common.stdout_console()
     for layer in data["fused_layers"]:
         console.print(f"miscompiled fusion: engine layer {layer['layer']!r} (ONNX nodes: {', '.join(layer['onnx_nodes'])})",
@@ -257,7 +283,9 @@ def fusion_command(
     w = data["workaround"]
     lat = (f", {w['latency_ms']:.3f} ms vs {w['unmodified_latency_ms']:.3f} ms unmodified"
            if w.get("latency_ms") is not None and w.get("unmodified_latency_ms") is not None else "")
-    console.print(f"workaround: mark {', '.join(w['trt_outputs'])} ({w['verdict']}{lat}): {w['command']}", markup=False)
+    console.print(f"workaround: {w['onnx']} (extra output(s) {', '.join(w['trt_outputs'])} as a fusion barrier; "
+                  f"its engine: {w['verdict']}{lat})", markup=False)
+    console.print(f"  check it: {w['onnx_command']}  (in {out}); or mark at build time: {w['command']}", markup=False)
     console.print(f"{data['candidates']} candidate tensors, {data['builds']} builds in {data['seconds']:.1f}s", markup=False)
     ref.write_html(data, err)
 

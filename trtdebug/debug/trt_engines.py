@@ -1,16 +1,24 @@
-"""What the TensorRT bisectors (``tactics``, ``fusion``) ask of a built engine: is it right, how fast, which layers.
+"""What the TensorRT bisectors (``tactics``, ``fusion``) share: judging an engine, naming its layers,
+and the build workers their candidates run in.
 
-Both search by building many variants of one network in this process and judging each engine
-against reference outputs computed once; these are the two questions they share.
+Both search by building many variants of one parsed network and judging each engine against
+reference outputs computed once.  The builds and the judging happen in persistent worker
+processes (:class:`~trtdebug.isolation.Worker`, one per device), each holding a *session* - the
+parsed network, its builder and the judge - so a TensorRT segfault or hang in one candidate is
+that candidate's verdict (``on_crash``), the worker is restarted, and the search goes on, while
+the builder is created and the network parsed once per worker, not once per candidate.
+:class:`RemoteSession` is the parent's side of a session; :func:`open_workers` starts them.
 """
 from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from trtdebug.debug.search import Judgement, Verdict
+from trtdebug.errors import BackendError, UsageError
 
 
 def reference_run(model, out: Path, *, reference_backend: str, inputs, input_shapes, seed: Optional[int]):
@@ -34,11 +42,13 @@ def repro_flags(options: Mapping[str, Any]) -> str:
     return "".join(f" --{k.replace('_', '-')}" for k, v in options.items() if v is True)
 
 
-def write_bundle(out: Path, data: Dict[str, Any], report: Optional[Path]) -> None:
-    """Write ``repro.sh`` (runs ``data["repro"]`` in OUT) and ``report.json`` to OUT, and the report to REPORT if given."""
+def write_bundle(out: Path, data: Dict[str, Any], report: Optional[Path], *, extra: Sequence[str] = ()) -> None:
+    """Write ``repro.sh`` (runs ``data["repro"]`` in OUT; ``extra`` lines follow it) and ``report.json`` to OUT,
+    and the report to REPORT if given."""
     from trtdebug.util.files import write_text_atomic
 
-    write_text_atomic(out / "repro.sh", f'#!/bin/sh\ncd "$(dirname "$0")" && {data["repro"]}\n')
+    tail = "".join(line + "\n" for line in extra)
+    write_text_atomic(out / "repro.sh", f'#!/bin/sh\ncd "$(dirname "$0")" && {data["repro"]}\n{tail}')
     os.chmod(out / "repro.sh", 0o755)
     text = json.dumps(data, indent=2) + "\n"
     write_text_atomic(out / "report.json", text)
@@ -94,3 +104,94 @@ class OutputJudge:
             return Judgement(Verdict.BAD, f"differs at {where}")
 
 
+
+
+# -- the build workers ------------------------------------------------------------------------------
+
+def check_on_crash(on_crash: str) -> str:
+    if on_crash not in ("bad", "skip"):
+        raise UsageError(f"on_crash must be 'bad' or 'skip', not {on_crash!r}")
+    return on_crash
+
+
+class RemoteSession:
+    """The parent's handle on a session living in ``worker``.
+
+    :meth:`judged` is for candidates: a crash or hang becomes that candidate's verdict
+    (``on_crash``: "bad" or "skip"), an exception raised there a SKIP (no evidence either way).
+    :meth:`value` is for the steps of the search itself (recording, naming layers): their failure
+    raises :class:`~trtdebug.errors.BackendError`.
+    """
+
+    def __init__(self, worker, *, on_crash: str = "skip") -> None:
+        self.worker, self.on_crash = worker, check_on_crash(on_crash)
+
+    def value(self, method: str, *args: Any) -> Any:
+        outcome = self.worker.call(method, *args)
+        if not outcome.ok:
+            raise BackendError(f"the build worker's {method!r} {outcome.describe()}")
+        return outcome.value
+
+    def judged(self, method: str, *args: Any, fallback: Any = None) -> Tuple[Judgement, Any]:
+        """``(judgement, extra)`` from a session method returning them; ``fallback`` is the extra of a failure."""
+        from trtdebug.isolation import RAISED
+
+        outcome = self.worker.call(method, *args)
+        if outcome.ok:
+            judgement, extra = outcome.value
+            return Judgement(judgement.verdict, judgement.detail, outcome.seconds), extra
+        verdict = Verdict.SKIP if outcome.kind == RAISED else Verdict(self.on_crash)
+        return Judgement(verdict, f"candidate build {outcome.describe()}", outcome.seconds), fallback
+
+    @property
+    def restarts(self) -> int:
+        return self.worker.restarts
+
+
+@contextmanager
+def open_workers(factory: Callable[..., Any], specs: Sequence[Any], devices: Sequence[Optional[int]], *,
+                 timeout: Optional[float], name: str) -> Iterator[List[Any]]:
+    """One started :class:`~trtdebug.isolation.Worker` per device, ``factory(spec)`` in each (started in
+    parallel: each creates a builder and parses the network); closed on exit.  A worker that cannot
+    start (the model does not parse, TensorRT is missing) raises BackendError."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trtdebug.isolation import Worker
+
+    workers = [Worker(factory, spec, device=device, timeout=timeout, name=f"{name}-{i}")
+               for i, (spec, device) in enumerate(zip(specs, devices))]
+    try:
+        with ThreadPoolExecutor(max_workers=len(workers)) as pool:
+            started = list(pool.map(lambda w: w.start(), workers))
+        for outcome in started:
+            if not outcome.ok:
+                raise BackendError(f"the build worker could not start: it {outcome.describe()}")
+        yield workers
+    finally:
+        for w in workers:
+            w.close()
+
+
+def worker_inputs(spec) -> Tuple[Any, Any, Any, Path]:
+    """In a worker's factory: ``(trt module, model, ModelGraph, work dir)`` for a spec with ``model``
+    (an ONNX file), ``config`` (TrtBuildConfig) and ``work`` (the worker's directory, created)."""
+    from trtdebug.model import ModelGraph, load_model
+    from trtdebug.runners.tensorrt import compat
+
+    trt = compat.import_tensorrt(spec.config.module)
+    model = load_model(spec.model)
+    work = Path(spec.work)
+    work.mkdir(parents=True, exist_ok=True)
+    return trt, model, ModelGraph(model), work
+
+
+def keep_engine(keep_dir: Path, name: Optional[str], engine_bytes: bytes) -> None:
+    """Save an engine a later call names (``layers(name)``): in the worker's directory, so a restart keeps it."""
+    if name is not None:
+        from trtdebug.util.files import write_bytes_atomic
+
+        write_bytes_atomic(keep_dir / f"{name}.engine", engine_bytes)
+
+
+def kept_engine(keep_dir: Path, name: str) -> bytes:
+    return (keep_dir / f"{name}.engine").read_bytes()
