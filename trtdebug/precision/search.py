@@ -150,7 +150,11 @@ def find_keep_set(model, feeds: Mapping[str, np.ndarray], *, precision: str = "f
     trials: List[Dict[str, object]] = []
     last: Dict[str, object] = {}
 
+    known: Dict[frozenset, Dict[str, object]] = {}  # keep set -> verdict of a failing candidate already built
+
     def evaluate(keep: Sequence[str]) -> Dict[str, object]:
+        if frozenset(keep) in known:  # e.g. dropping the whole last greedy batch leaves a prefix that failed
+            return known[frozenset(keep)]
         status(f"evaluation {len(trials) + 1}: {len(keep)} node(s) kept in FP32")
         t0 = time.perf_counter()
         trial = evaluate_keep(list(keep))
@@ -164,6 +168,8 @@ def find_keep_set(model, feeds: Mapping[str, np.ndarray], *, precision: str = "f
                        **({"metric_score": verdict["metric"]["score"]} if "metric" in verdict else {}),
                        **({"latency_ms": trial.info["latency_ms"]} if trial.info.get("latency_ms") is not None else {})})
         last["model"], last["verdict"] = trial.model, verdict
+        if not verdict["passed"]:
+            known[frozenset(keep)] = verdict
         return verdict
 
     def result(passed: bool, keep: List[str], attrib, after, passing_model, notes: List[str]) -> PrecisionSearch:
