@@ -70,3 +70,34 @@ def test_onnx_level_fp16_model_builds_and_is_fp16_accurate():
     err = float(np.abs(y - ref).max())
     print("ONNX-level FP16 transformer on TensorRT:", err, extra.get("layer_precisions"))
     assert 0 < err < 5e-2
+
+
+# -- debug precision --backend trt (issue 10 item 3): both routes on a planted overflow, one build when FP16 passes --
+def _planted_encoder():
+    return zoo.with_fp16_overflow(zoo.transformer(blocks=2, batch=1, seq=16), block=1)
+
+
+@pytest.mark.parametrize("route", ["onnx", "builder"])
+def test_debug_precision_trt_fixes_a_planted_overflow(tmp_path, route):
+    from trtdebug.precision.debug import debug_precision
+
+    result = debug_precision(_planted_encoder(), tmp_path / "out", backend="trt", route=route,
+                             build_options={"tf32": False, **FAST}, html=tmp_path / "p.html", timeout=300)
+    data = result.as_dict()
+    print(route, "keep", result.keep_fp32, "builds", result.builds, "latency", data["latency_ms"],
+          "layers", data["layer_precisions"], "before", result.before.get("outputs"))
+    assert result.route == route and result.backend == "trt"
+    assert not result.before["passed"] and result.passed  # the all-FP16 engine fails, the fixed one passes
+    assert "planted/up" in result.keep_fp32 and len(result.keep_fp32) <= 6
+    assert data["latency_ms"]["unfixed"] > 0 and data["latency_ms"]["fixed"] > 0  # the cost of the fix, measured
+    assert (tmp_path / "out" / "model_fp16.onnx").exists() == (route == "onnx")
+    assert "planted/up" in (tmp_path / "p.html").read_text()
+
+
+def test_debug_precision_trt_takes_one_build_when_all_fp16_passes(tmp_path):
+    from trtdebug.precision.debug import debug_precision
+
+    result = debug_precision(zoo.transformer(blocks=2, batch=1, seq=16), tmp_path / "out", backend="trt",
+                             atol=3e-2, rtol=3e-2, build_options={"tf32": False, **FAST}, timeout=300)
+    assert result.passed and result.builds == 1 and result.keep_fp32 == [] and result.attribution is None
+    assert result.before["latency_ms"] > 0 and result.before["layer_precisions"]

@@ -57,5 +57,5 @@ def test_cli_writes_report_and_model_and_guards_user_directories(tmp_path):
     (mine / "notes.txt").write_text("keep me")
     refused = subprocess.run(cmd[:5] + [str(mine)] + cmd[6:], capture_output=True, text=True)
     assert refused.returncode == 2 and "refusing to replace" in refused.stderr and (mine / "notes.txt").exists()
-    trt = subprocess.run(cmd + ["--backend", "trt"], capture_output=True, text=True)
-    assert trt.returncode == 2 and "only onnxrt" in trt.stderr and "Traceback" not in trt.stderr
+    bad_route = subprocess.run(cmd + ["--route", "builder"], capture_output=True, text=True)  # a TensorRT option
+    assert bad_route.returncode == 2 and "apply to --backend trt" in bad_route.stderr and "Traceback" not in bad_route.stderr

@@ -6,13 +6,13 @@
 
 ``run``, ``compare``, ``load_report`` and ``render_report`` are :mod:`trtdebug.api`'s; ``reduce``
 (shrink a failing model), ``convert_precision`` (FP16/BF16 with a keep-FP32 set) and
-``attribute_precision`` (the error each node introduces) are the debuggers'.  All are loaded on first use, so importing this package imports neither TensorRT nor ONNX Runtime (nor
+``attribute_precision`` (the error each node introduces) and ``debug_precision`` (the keep-FP32 search) are the debuggers'.  All are loaded on first use, so importing this package imports neither TensorRT nor ONNX Runtime (nor
 NumPy): backends load their libraries when they are activated.
 """
 __version__ = "0.1.0"
 
 __all__ = ["Outcome", "Tolerances", "TrtBuildConfig", "attribute_precision", "compare", "convert_precision",
-           "load_report", "reduce", "render_report", "run"]
+           "debug_precision", "load_report", "reduce", "render_report", "run"]
 
 # public name -> (module, attribute)
 _LAZY = {
@@ -23,6 +23,7 @@ _LAZY = {
     "reduce": ("trtdebug.debug.reduce", "reduce_model"),
     "convert_precision": ("trtdebug.precision.convert", "convert"),
     "attribute_precision": ("trtdebug.precision.attribution", "attribute"),
+    "debug_precision": ("trtdebug.precision.debug", "debug_precision"),
 }
 
 

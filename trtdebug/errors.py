@@ -18,6 +18,7 @@ cause (a TensorRT or ONNX Runtime exception) stays chained with ``raise ... from
           +-- ParseError                         the TensorRT ONNX parser rejected the model
           +-- BuildError                         the engine build failed
           +-- InferenceError                     running the model failed
+     +-- MetricError                    (exit 3) a user's --metric function raised or returned nonsense
 
 An accuracy failure is not an exception: it is a result (exit 1).
 """
@@ -102,6 +103,15 @@ class BuildError(BackendError):
 
 class InferenceError(BackendError):
     """A backend failed while running the model."""
+
+
+class MetricError(TrtDebugError):
+    """A user-supplied accuracy metric (``--metric``) raised or returned something that is not a verdict.
+
+    Exit 3, like a backend failing to run: the user's code is a part of the judge that broke while
+    judging, not a bad flag (a metric that cannot be *loaded* is a UsageError, exit 2)."""
+
+    exit_code = EXIT_BACKEND
 
 
 def missing_dependency(package: str, extra: str | None = None, *, what: str | None = None) -> BackendUnavailableError:

@@ -216,3 +216,30 @@ def paddle_conv_net(seed: int = 0, *, classes: int = 10, batch: int = 1, size: i
 
 
 MODELS["paddle_conv_net"] = paddle_conv_net
+
+
+def with_fp16_overflow(model, block: int = 0):
+    """``model`` (a :func:`transformer`) with an FP16 overflow planted in block ``block``'s FFN input.
+
+    The second LayerNorm's output (values ~N(0,1)) is multiplied by 3e4, multiplied by an identity
+    matrix and divided by 3e4 again before the FFN: FP32 computes the identity, but every |x| > 2.2
+    stores as Inf in FP16 (the MatMul keeps the big tensor from being folded into one pointwise op).
+    The nodes are ``planted/up``, ``planted/eye`` and ``planted/down``: what a precision search must keep.
+    """
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    src, dst = f"block{block}/ln2_out", f"block{block}/fc1"
+    hidden = next(int(t.dims[0]) for t in g.initializer if t.name == f"block{block}.ln2.weight")
+    for n in g.node:
+        if n.name == dst:
+            n.input[0] = "planted/down_out"
+    at = next(i for i, n in enumerate(g.node) if n.name == f"block{block}/ln2") + 1
+    g.initializer.extend([numpy_helper.from_array(np.array(3e4, np.float32), "planted.scale"),
+                          numpy_helper.from_array(np.eye(hidden, dtype=np.float32), "planted.eye")])
+    new = [helper.make_node("Mul", [src, "planted.scale"], ["planted/up_out"], name="planted/up"),
+           helper.make_node("MatMul", ["planted/up_out", "planted.eye"], ["planted/eye_out"], name="planted/eye"),
+           helper.make_node("Div", ["planted/eye_out", "planted.scale"], ["planted/down_out"], name="planted/down")]
+    for k, n in enumerate(new):
+        g.node.insert(at + k, n)
+    return model
