@@ -25,6 +25,8 @@ skipped.
 """
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -242,7 +244,7 @@ def plan_windows(names: Sequence[str], sizes: Dict[str, Optional[int]], budget: 
 
 # -- running --------------------------------------------------------------------------------------
 
-MakeRunner = Callable[[str, Any], Any]  # (backend, OutputSelection) -> Runner
+MakeRunner = Callable[[str, Any, Any], Any]  # (backend, OutputSelection, SharedWeights or None) -> Runner
 
 
 def run_windowed(backends: Sequence[str], feeds: Sequence[Feeds], outcome, *, model, graph, selection, budget: int,
@@ -256,6 +258,8 @@ def run_windowed(backends: Sequence[str], feeds: Sequence[Feeds], outcome, *, mo
     RunResult per backend, its tensors on disk), so the caller compares and reports as usual.
     ``loaded``: saved reference outputs (``--load-outputs``), read from disk, never held.
     ``open_store``: :func:`trtdebug.api._open_store` (the store in ``save_outputs`` or a scratch one).
+    ONNX Runtime windows share the weights (:class:`~trtdebug.model.loader.SharedWeights`, in a
+    private temporary directory removed at the end): ``make_runner`` gets them as its third argument.
     """
     from trtdebug.model.surgery import OutputSelection, plan_outputs
     from trtdebug.results import RunResult, TensorSet
@@ -266,12 +270,19 @@ def run_windowed(backends: Sequence[str], feeds: Sequence[Feeds], outcome, *, mo
     status("sizing tensors")
     plan = plan_windows(names, estimate_sizes(model, names, feeds), budget)
     references = [r for lo in loaded for r in lo.results]
-    with open_store(outcome, save_outputs, graph=graph, model_path=model_path) as store:
+    with contextlib.ExitStack() as stack:
+        weights = None
+        if "onnxrt" in backends:
+            from trtdebug.model.loader import SharedWeights
+
+            status("writing the weights once for the windows' sessions")
+            weights = SharedWeights(model, stack.enter_context(tempfile.TemporaryDirectory(prefix="trtdebug-weights-")))
+        store = stack.enter_context(open_store(outcome, save_outputs, graph=graph, model_path=model_path))
         digests = store.record_inputs(feeds, save=save_outputs is not None and record_inputs)
         results: Dict[str, Any] = {}
 
         def run(backend: str, sel, wanted: Sequence[str]) -> None:
-            runner = make_runner(backend, sel)
+            runner = make_runner(backend, sel, weights if backend == "onnxrt" else None)
             if backend not in results:  # named after the runner, as an unbounded run's result is
                 results[backend] = store.register(RunResult(
                     runner=runner.name, input_digests=list(digests), iterations=[TensorSet() for _ in feeds],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import MutableSequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
@@ -204,8 +205,39 @@ def _copy_fields(src, dst, special) -> None:
             setattr(dst, field.name, value)
 
 
-def model_bytes_or_path(model, scratch_dir: PathLike) -> Union[bytes, str]:
-    """Serialized bytes for backends that take them, or a file path when the model is over 2 GiB."""
+class SharedWeights:
+    """The weights of a model written once to a private data file, and a weightless copy of it.
+
+    Windowed runs (``windows.py``) create one session per window.  Each session made from the
+    model itself would copy the weights twice on the Python side (the marked copy, its
+    serialized bytes) before ONNX Runtime makes its own.  Instead every window marks
+    :attr:`model`, whose big initializers are references into ``weights.data`` in
+    ``directory``: the marked copy is a few kilobytes, and ONNX Runtime reads (on CPU,
+    memory-maps: the file's big tensors start on a page) the weights from the file itself.
+    The caller's model is not changed; the directory is the caller's to remove.
+    """
+
+    DATA = "weights.data"
+
+    def __init__(self, model, directory: PathLike) -> None:
+        self.directory = Path(directory)
+        with open(self.directory / self.DATA, "wb") as f:
+            self.model = _LightCopy(self.DATA, f).model(model)
+
+
+def model_bytes_or_path(model, scratch_dir: PathLike, *, weights: "SharedWeights | None" = None) -> Union[bytes, str]:
+    """Serialized bytes for backends that take them, or a file path when the model is over 2 GiB.
+
+    With ``weights``, ``model`` is a marked copy of ``weights.model``: it is written beside the
+    weights (its references are relative to its own file) under a unique name the caller removes.
+    """
+    if weights is not None:
+        import onnx
+
+        fd, path = tempfile.mkstemp(suffix=".onnx", dir=weights.directory)
+        os.close(fd)
+        onnx.save_model(model, path)
+        return path
     if model.ByteSize() < PROTOBUF_LIMIT:
         return model.SerializeToString()
     path = Path(scratch_dir) / "model.onnx"
