@@ -36,11 +36,6 @@ from trtdebug.errors import UsageError
 
 Feeds = Dict[str, np.ndarray]
 
-# Initializers at least this big become inputs of the copy used for shape inference, so it never
-# holds the weights; smaller ones (Reshape targets, axes) stay, because data propagation needs them.
-_WEIGHT_BYTES = 1024
-
-
 @dataclass
 class Window:
     """Consecutive tensors (topological order) that one session/engine marks together."""
@@ -151,50 +146,15 @@ def estimate_sizes(model, names: Sequence[str], feeds: Sequence[Feeds]) -> Dict[
 def _inferred_types(model, input_shapes: Dict[str, Tuple[int, ...]]) -> Dict[str, Any]:
     import onnx
 
-    light = _weightless(model, input_shapes)
+    from trtdebug.model.loader import weightless_copy
+
+    light = weightless_copy(model, input_shapes)
     try:
         inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
     except Exception:  # inference is best effort: unknown sizes get windows of their own
         return {}
     g = inferred.graph
     return {vi.name: vi.type for vi in list(g.value_info) + list(g.output) + list(g.input)}
-
-
-def _weightless(model, input_shapes: Dict[str, Tuple[int, ...]]):
-    """A copy of ``model``'s structure: big initializers as typed inputs, graph inputs with fixed shapes."""
-    import onnx
-    from onnx import helper
-
-    light = onnx.ModelProto(ir_version=model.ir_version)
-    light.opset_import.extend(model.opset_import)
-    light.functions.extend(model.functions)
-    g, src = light.graph, model.graph
-    g.name = src.name
-    g.node.extend(src.node)
-    g.output.extend(src.output)
-    init_names = set()
-    for init in src.initializer:
-        init_names.add(init.name)
-        if _initializer_bytes(init) >= _WEIGHT_BYTES:
-            g.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-        else:
-            g.initializer.append(init)
-    for inp in src.input:
-        if inp.name in init_names:
-            continue
-        if inp.name in input_shapes and inp.type.HasField("tensor_type"):
-            g.input.append(helper.make_tensor_value_info(inp.name, inp.type.tensor_type.elem_type,
-                                                         list(input_shapes[inp.name])))
-        else:
-            g.input.append(inp)
-    return light  # without the original value_info: its symbolic shapes would contradict the fixed ones
-
-
-def _initializer_bytes(init) -> int:
-    from trtdebug.model.graph import onnx_dtype_to_numpy
-
-    dtype = onnx_dtype_to_numpy(init.data_type)
-    return int(np.prod(init.dims, dtype=np.int64)) * (dtype.itemsize if dtype is not None else 1)
 
 
 def _nbytes(type_proto) -> Optional[int]:

@@ -12,7 +12,9 @@ import os
 import tempfile
 from collections.abc import MutableSequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence, Union
+
+import numpy as np
 
 from trtdebug.errors import ModelLoadError
 from trtdebug.util.files import atomic_path
@@ -70,15 +72,79 @@ def name_unnamed_nodes(model) -> None:
 
 
 def infer_model_shapes(model):
-    """``model`` with ONNX shape inference (data propagation on) applied; unchanged, with a warning, where it fails."""
+    """``model`` with ONNX shape inference (data propagation on) applied, in place; unchanged, with a
+    warning, where inference fails.
+
+    Inference runs on :func:`weightless_copy` (big weights as typed inputs): ``infer_shapes``
+    serializes its argument and parses the result back, which on the model itself held the
+    weights three times more (777 MiB at the peak for 256 MiB of weights) and refused models
+    over protobuf's 2 GiB.  What it found (value_info, output types, the types inside If/Loop
+    bodies) is copied into ``model``.
+    """
     import onnx
 
     try:
-        if model.ByteSize() < PROTOBUF_LIMIT:
-            return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(weightless_copy(model), strict_mode=False, data_prop=True)
     except Exception as exc:  # inference is a convenience: carry on without it
         log.warning("ONNX shape inference failed (%s); continuing without inferred shapes", exc)
+        return model
+    g, found = model.graph, inferred.graph
+    del g.value_info[:]
+    g.value_info.extend(found.value_info)
+    for out, typed in zip(g.output, found.output):
+        out.CopyFrom(typed)
+    for node, typed in zip(g.node, found.node):
+        if any(a.HasField("g") or len(a.graphs) for a in node.attribute):
+            node.CopyFrom(typed)
     return model
+
+
+# Initializers at least this big become typed inputs of a weightless copy; smaller ones (Reshape
+# targets, axes) stay, because shape inference's data propagation reads them.
+WEIGHT_BYTES = 1024
+
+
+def weightless_copy(model, input_shapes: Optional[Mapping[str, Sequence[int]]] = None):
+    """A copy of ``model``'s structure for shape inference: big initializers as typed graph inputs.
+
+    With ``input_shapes`` the named graph inputs get those shapes, and the original value_info is
+    left out (its symbolic shapes would contradict the fixed ones).
+    """
+    import onnx
+    from onnx import helper
+
+    light = onnx.ModelProto(ir_version=model.ir_version)
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    g, src = light.graph, model.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.output.extend(src.output)
+    if not input_shapes:
+        g.value_info.extend(src.value_info)
+    init_names = set()
+    for init in src.initializer:
+        init_names.add(init.name)
+        if _initializer_bytes(init) >= WEIGHT_BYTES:
+            g.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+        else:
+            g.initializer.append(init)
+    for inp in src.input:
+        if inp.name in init_names:
+            continue
+        if input_shapes and inp.name in input_shapes and inp.type.HasField("tensor_type"):
+            g.input.append(helper.make_tensor_value_info(inp.name, inp.type.tensor_type.elem_type,
+                                                         list(input_shapes[inp.name])))
+        else:
+            g.input.append(inp)
+    return light
+
+
+def _initializer_bytes(init) -> int:
+    from trtdebug.model.graph import onnx_dtype_to_numpy
+
+    dtype = onnx_dtype_to_numpy(init.data_type)
+    return int(np.prod(init.dims, dtype=np.int64)) * (dtype.itemsize if dtype is not None else 1)
 
 
 def save_model(model, path: PathLike, *, external_data: bool | None = None) -> Path:
