@@ -148,3 +148,43 @@ def test_extract_misuse_is_one_line(transformer, tmp_path):
     assert "it is one of the inputs" in _one_line_error(trtdebug("surgeon", "extract", transformer, "--inputs", "x",
                                                                  "--outputs", "y", "-o", transformer))
     assert not out.exists()
+
+
+def _checksums(folder: Path) -> dict:
+    import hashlib
+
+    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def test_extract_from_external_data_copies_only_the_kept_weights(x, tmp_path, monkeypatch):
+    """A model with external data: loaded as references (never all weights in memory), the piece's
+    weights copied into OUT.data; the user's files untouched; the piece computes the model's values."""
+    from trtdebug.debug.surgeon import extract_model
+
+    user = tmp_path / "user"
+    user.mkdir()
+    onnx.save(exported_transformer(), user / "t.onnx", save_as_external_data=True, location="t.weights",
+              size_threshold=1024)
+    before = _checksums(user)
+    ln, q = "block0/ln1_out", "block0/q_proj_out"
+
+    def no_full_load(*a, **k):
+        raise AssertionError("the external data were loaded into memory")
+
+    monkeypatch.setattr(onnx.external_data_helper, "load_external_data_for_model", no_full_load)
+    monkeypatch.setattr(onnx, "load_external_data_for_model", no_full_load)
+    out = tmp_path / "piece" / "q.onnx"
+    out.parent.mkdir()
+    result = extract_model(user / "t.onnx", out, inputs=[ln], outputs=[q])
+    monkeypatch.undo()
+    assert result.path == out and (out.parent / "q.onnx.data").exists()
+    piece = onnx.load(str(out), load_external_data=False)
+    kept = {t.name for t in piece.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
+    assert kept == {"block0.attn.q.weight"}  # the bias is under the 1 KiB threshold and stays inline
+    assert (out.parent / "q.onnx.data").stat().st_size == 64 * 64 * 4
+    assert _checksums(user) == before
+    from trtdebug.model.surgery import OutputSelection, mark_outputs
+
+    truth = run(save_model(mark_outputs(exported_transformer(), OutputSelection(names=(ln, q))), tmp_path / "m.onnx"),
+                {"x": x})
+    np.testing.assert_array_equal(run(out, {ln: truth[ln]})[q], truth[q])

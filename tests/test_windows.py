@@ -80,6 +80,35 @@ def test_windowed_report_is_the_mark_all_report(encoder, ort_calls):
     assert any(line.startswith("--max-memory 24.0 KiB: ") for line in windowed.notes)
 
 
+def test_window_sessions_share_one_copy_of_the_weights(encoder, monkeypatch, tmp_path):
+    """The weights are written once; every window's session gets a weightless marked copy."""
+    from trtdebug.model import loader
+
+    written, sources = [], []
+    real_init, real_activate = loader.SharedWeights.__init__, OnnxRuntimeRunner._activate
+
+    def init(self, model, directory):
+        real_init(self, model, directory)
+        written.append((directory, (self.directory / self.DATA).stat().st_size))
+
+    def activate(self):
+        sources.append(self._source.ByteSize())
+        real_activate(self)
+
+    monkeypatch.setattr(loader.SharedWeights, "__init__", init)
+    monkeypatch.setattr(OnnxRuntimeRunner, "_activate", activate)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    full = loader.load_model(encoder)
+    weight_bytes = sum(len(t.raw_data) for t in full.graph.initializer if len(t.raw_data) >= loader.EXTERNAL_THRESHOLD)
+    with trtdebug.run(encoder, backends=("ref", "onnxrt"), mark_all=True, input_shapes=SHAPE,
+                      max_memory=BUDGET) as windowed:
+        assert windowed.passed  # the sessions read the weights from the shared file: they agree with the golden
+        windows_ran = len(windowed.report.meta["windows"]["windows"])
+    assert len(written) == 1 and written[0][1] >= weight_bytes > 30_000
+    assert len(sources) == windows_ran and max(sources) < full.ByteSize() - weight_bytes + 4096
+    assert not any(p.name.startswith("trtdebug-weights-") for p in tmp_path.iterdir())  # removed at the end
+
+
 def test_sizes_come_from_the_actual_input_shapes(encoder):
     model = onnx.load(encoder)
     graph = ModelGraph(model)

@@ -216,9 +216,10 @@ def run(
     if budget is not None and not windows.applies(selection):
         notes.append(windows.NO_OP_NOTE)
     elif budget is not None:
-        def window_runner(backend, sel):
+        def window_runner(backend, sel, weights):
             return _make_runner(backend, onnx_model, graph, sel, providers=onnxrt_providers, trt_config=trt_config,
-                                trt_outputs=trt_outputs, trt_exclude_outputs=trt_exclude_outputs, fused_boundaries=False)
+                                trt_outputs=trt_outputs, trt_exclude_outputs=trt_exclude_outputs, fused_boundaries=False,
+                                weights=weights)
         outcome, plan = windows.run_windowed(
             order, feeds, Outcome(feeds=list(feeds)), model=onnx_model, graph=graph, selection=selection, budget=budget,
             make_runner=window_runner, loaded=loaded, tolerances=tolerances,
@@ -489,7 +490,7 @@ def _load_outputs(path: PathLike, model=None):
 
 
 def _make_runner(backend: str, model, graph, selection, *, providers, trt_config, trt_outputs,
-                 trt_exclude_outputs, fused_boundaries):
+                 trt_exclude_outputs, fused_boundaries, weights=None):
     if backend == "ref":
         from trtdebug.runners.reference import ReferenceRunner
 
@@ -497,6 +498,9 @@ def _make_runner(backend: str, model, graph, selection, *, providers, trt_config
     if backend == "onnxrt":
         from trtdebug.runners.onnxruntime import OnnxRuntimeRunner
 
+        if weights is not None:  # a window: the weightless copy, reading the weights written once
+            return OnnxRuntimeRunner(weights.model, outputs=selection, graph=graph, providers=list(providers),
+                                     weights=weights)
         return OnnxRuntimeRunner(model, outputs=selection, graph=graph, providers=list(providers))
     from trtdebug.model import OutputSelection
     from trtdebug.runners.tensorrt import make_trt_runner

@@ -25,6 +25,8 @@ skipped.
 """
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -33,11 +35,6 @@ import numpy as np
 from trtdebug.errors import UsageError
 
 Feeds = Dict[str, np.ndarray]
-
-# Initializers at least this big become inputs of the copy used for shape inference, so it never
-# holds the weights; smaller ones (Reshape targets, axes) stay, because data propagation needs them.
-_WEIGHT_BYTES = 1024
-
 
 @dataclass
 class Window:
@@ -149,50 +146,15 @@ def estimate_sizes(model, names: Sequence[str], feeds: Sequence[Feeds]) -> Dict[
 def _inferred_types(model, input_shapes: Dict[str, Tuple[int, ...]]) -> Dict[str, Any]:
     import onnx
 
-    light = _weightless(model, input_shapes)
+    from trtdebug.model.loader import weightless_copy
+
+    light = weightless_copy(model, input_shapes)
     try:
         inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
     except Exception:  # inference is best effort: unknown sizes get windows of their own
         return {}
     g = inferred.graph
     return {vi.name: vi.type for vi in list(g.value_info) + list(g.output) + list(g.input)}
-
-
-def _weightless(model, input_shapes: Dict[str, Tuple[int, ...]]):
-    """A copy of ``model``'s structure: big initializers as typed inputs, graph inputs with fixed shapes."""
-    import onnx
-    from onnx import helper
-
-    light = onnx.ModelProto(ir_version=model.ir_version)
-    light.opset_import.extend(model.opset_import)
-    light.functions.extend(model.functions)
-    g, src = light.graph, model.graph
-    g.name = src.name
-    g.node.extend(src.node)
-    g.output.extend(src.output)
-    init_names = set()
-    for init in src.initializer:
-        init_names.add(init.name)
-        if _initializer_bytes(init) >= _WEIGHT_BYTES:
-            g.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-        else:
-            g.initializer.append(init)
-    for inp in src.input:
-        if inp.name in init_names:
-            continue
-        if inp.name in input_shapes and inp.type.HasField("tensor_type"):
-            g.input.append(helper.make_tensor_value_info(inp.name, inp.type.tensor_type.elem_type,
-                                                         list(input_shapes[inp.name])))
-        else:
-            g.input.append(inp)
-    return light  # without the original value_info: its symbolic shapes would contradict the fixed ones
-
-
-def _initializer_bytes(init) -> int:
-    from trtdebug.model.graph import onnx_dtype_to_numpy
-
-    dtype = onnx_dtype_to_numpy(init.data_type)
-    return int(np.prod(init.dims, dtype=np.int64)) * (dtype.itemsize if dtype is not None else 1)
 
 
 def _nbytes(type_proto) -> Optional[int]:
@@ -242,7 +204,7 @@ def plan_windows(names: Sequence[str], sizes: Dict[str, Optional[int]], budget: 
 
 # -- running --------------------------------------------------------------------------------------
 
-MakeRunner = Callable[[str, Any], Any]  # (backend, OutputSelection) -> Runner
+MakeRunner = Callable[[str, Any, Any], Any]  # (backend, OutputSelection, SharedWeights or None) -> Runner
 
 
 def run_windowed(backends: Sequence[str], feeds: Sequence[Feeds], outcome, *, model, graph, selection, budget: int,
@@ -256,6 +218,8 @@ def run_windowed(backends: Sequence[str], feeds: Sequence[Feeds], outcome, *, mo
     RunResult per backend, its tensors on disk), so the caller compares and reports as usual.
     ``loaded``: saved reference outputs (``--load-outputs``), read from disk, never held.
     ``open_store``: :func:`trtdebug.api._open_store` (the store in ``save_outputs`` or a scratch one).
+    ONNX Runtime windows share the weights (:class:`~trtdebug.model.loader.SharedWeights`, in a
+    private temporary directory removed at the end): ``make_runner`` gets them as its third argument.
     """
     from trtdebug.model.surgery import OutputSelection, plan_outputs
     from trtdebug.results import RunResult, TensorSet
@@ -266,12 +230,19 @@ def run_windowed(backends: Sequence[str], feeds: Sequence[Feeds], outcome, *, mo
     status("sizing tensors")
     plan = plan_windows(names, estimate_sizes(model, names, feeds), budget)
     references = [r for lo in loaded for r in lo.results]
-    with open_store(outcome, save_outputs, graph=graph, model_path=model_path) as store:
+    with contextlib.ExitStack() as stack:
+        weights = None
+        if "onnxrt" in backends:
+            from trtdebug.model.loader import SharedWeights
+
+            status("writing the weights once for the windows' sessions")
+            weights = SharedWeights(model, stack.enter_context(tempfile.TemporaryDirectory(prefix="trtdebug-weights-")))
+        store = stack.enter_context(open_store(outcome, save_outputs, graph=graph, model_path=model_path))
         digests = store.record_inputs(feeds, save=save_outputs is not None and record_inputs)
         results: Dict[str, Any] = {}
 
         def run(backend: str, sel, wanted: Sequence[str]) -> None:
-            runner = make_runner(backend, sel)
+            runner = make_runner(backend, sel, weights if backend == "onnxrt" else None)
             if backend not in results:  # named after the runner, as an unbounded run's result is
                 results[backend] = store.register(RunResult(
                     runner=runner.name, input_digests=list(digests), iterations=[TensorSet() for _ in feeds],

@@ -38,9 +38,14 @@ with a note; other shape differences fail.  Strings and complex numbers are comp
 exact equality only.
 
 Memory and speed: everything is computed in float64 over chunks of ``CHUNK`` elements, so
-a huge (possibly memory-mapped) tensor costs one float64 buffer (for the exact median and
+a big (possibly memory-mapped) tensor costs one float64 buffer (for the exact median and
 p99) plus a few chunk-sized work arrays, which are kept per thread between calls (see
-:class:`_Workspace`).  A non-contiguous input is copied once when it is flattened.  The
+:class:`_Workspace`).  A tensor of more than ``BUFFER_LIMIT`` elements (512 MiB of float64)
+gets no buffer at all: its exact quantiles are found by a streamed radix selection that
+re-reads the inputs chunk by chunk (:func:`_streamed_select`, two to four more passes), so
+its temporary memory is a few chunks whatever its size; every statistic is bit-identical to
+the buffered path's (the same chunks are summed in the same order, and the order
+statistics are exact either way).  A non-contiguous input is copied once when it is flattened.  The
 median and p99 come from a radix selection on the float64 bit patterns (:func:`_select`),
 exact like np.quantile at a fraction of np.partition's cost.  Chunks whose two sides are
 equal element for element (every tensor upstream of a divergence, or a backend compared
@@ -60,6 +65,9 @@ DEFAULT_ERROR_QUANTILE = 0.99
 CHECK_ERROR_STATS = ("elemwise", "max", "mean", "median", "quantile")
 
 CHUNK = 1 << 19  # elements per chunk: large enough to amortise Python overhead, small enough to cache
+# Tensors of more elements than this get no full-size float64 buffer: their quantiles are streamed
+# (:func:`_streamed_select`), costing a few more passes over the inputs instead of 8 bytes an element.
+BUFFER_LIMIT = 1 << 26
 HIST_BINS = 12
 
 
@@ -304,7 +312,9 @@ class _Measure:
         self.s = stats
         self.q = quantile
         self.ws = _WORKSPACE
-        self.buf = self.ws.get("buf", ref.size)
+        streamed = ref.size > BUFFER_LIMIT  # no full-size buffer: error keys are counted instead
+        self.buf = None if streamed else self.ws.get("buf", ref.size)
+        self.err_counts = np.zeros(_TOP_KEYS, np.int64) if streamed else None
         self.n = 0  # finite pairs
         self.sum_abs = self.max_abs = 0.0
         self.ref_min, self.ref_max = np.inf, -np.inf
@@ -331,6 +341,11 @@ class _Measure:
                 s.cosine = 1.0  # the sums may be skipped (see _equal_chunk), or rr * tt overflow
                 self._all_equal()
                 checked_quantile = 0.0
+            elif self.err_counts is not None:
+                s.error_hist = _log_histogram(self.err_counts, 0)
+                s.median_abs, s.p99_abs, checked_quantile = _streamed_quantiles(
+                    lambda: (e for _, e, _ in self._error_chunks()), self.n, [0.5, 0.99, self.q], self.err_counts)
+                self._pass2()
             else:
                 errors = self.cache[1] if self.cache is not None else self.buf[:self.n]
                 keys, counts, low = _radix_keys(errors, self.ws)
@@ -415,8 +430,10 @@ class _Measure:
         self._track_worst(start, err, allowed, finite)
         if self.ref.size <= CHUNK:
             self.cache = (r, err, ref_abs)  # one chunk: its errors are the error buffer
-        else:
+        elif self.buf is not None:
             self.buf[self.n:self.n + n] = err
+        else:
+            self.err_counts += _top_key_counts(err, self.ws)
         self.n += n
         self.sum_abs += float(err.sum())
         self.max_abs = max(self.max_abs, err_max)
@@ -442,8 +459,10 @@ class _Measure:
             self.worst = (0.0, 0.0, start)
         if self.ref.size <= CHUNK:
             self.cache = (r, None, None)  # run() takes the all-equal path, which needs only r
-        else:
+        elif self.buf is not None:
             self.buf[self.n:self.n + n] = 0.0
+        else:
+            self.err_counts[0] += n  # zeros have key 0
         self.n += n
         self.ref_min, self.ref_max = min(self.ref_min, lo), max(self.ref_max, hi)
         return True
@@ -528,21 +547,34 @@ class _Measure:
         """Relative errors into ``buf`` (sums, max, quantiles) and the histogram of reference values."""
         s = self.s
         counts = np.zeros(HIST_BINS if self.ref_min < self.ref_max else 1, dtype=np.int64)
+        rel_counts = np.zeros(_TOP_KEYS, np.int64) if self.buf is None else None
         n_rel, sum_rel, max_rel = 0, 0.0, 0.0
         for r, err, ref_abs in self._error_chunks():
             counts += _bin_counts(r, self.ref_min, self.ref_max, self.ws)
-            if r.size and ref_abs.min() == 0:  # relative error is undefined where the reference is 0
-                nonzero = ref_abs != 0
-                err, ref_abs = err[nonzero], ref_abs[nonzero]
-            rel = np.divide(err, ref_abs, out=self.buf[n_rel:n_rel + err.size])
+            rel = self._relative(err, ref_abs, n_rel)
             n_rel += rel.size
             if rel.size:
                 sum_rel += float(rel.sum())
                 max_rel = max(max_rel, float(rel.max()))
+                if rel_counts is not None:
+                    rel_counts += _top_key_counts(rel, self.ws)
         s.value_hist = Histogram(edges=_edges(self.ref_min, self.ref_max), counts=counts.tolist())
         if n_rel:
             s.max_rel, s.mean_rel = max_rel, sum_rel / n_rel
-            s.median_rel, s.p99_rel = _quantiles(self.buf[:n_rel], [0.5, 0.99])
+            if rel_counts is None:
+                s.median_rel, s.p99_rel = _quantiles(self.buf[:n_rel], [0.5, 0.99])
+            else:
+                s.median_rel, s.p99_rel = _streamed_quantiles(
+                    lambda: (self._relative(e, a) for _, e, a in self._error_chunks()), n_rel, [0.5, 0.99], rel_counts)
+
+    def _relative(self, err: np.ndarray, ref_abs: np.ndarray, at: Optional[int] = None) -> np.ndarray:
+        """``err / ref_abs`` where the reference is not 0 (undefined there): into ``buf[at:]``
+        when there is a buffer, else into a work array."""
+        if err.size and ref_abs.min() == 0:
+            nonzero = ref_abs != 0
+            err, ref_abs = err[nonzero], ref_abs[nonzero]
+        out = self.buf[at:at + err.size] if self.buf is not None and at is not None else self.ws.get("rel", err.size)
+        return np.divide(err, ref_abs, out=out)
 
     def _ref_abs_stat(self, stat: str) -> float:
         """``S(|ref|)`` over the finite pairs for a statistic check (another pass unless cached)."""
@@ -550,11 +582,14 @@ class _Measure:
             return max(float(a.max()) for _, _, a in self._error_chunks() if a.size)
         if stat == "mean":
             return sum(float(a.sum()) for _, _, a in self._error_chunks()) / self.n
+        q = 0.5 if stat == "median" else self.q
+        if self.buf is None:
+            return _streamed_quantiles(lambda: (a for _, _, a in self._error_chunks()), self.n, [q])[0]
         pos = 0
         for _, _, a in self._error_chunks():
             self.buf[pos:pos + a.size] = a
             pos += a.size
-        return _quantiles(self.buf[:pos], [0.5 if stat == "median" else self.q])[0]
+        return _quantiles(self.buf[:pos], [q])[0]
 
     def _verdict(self, checked_quantile: Optional[float]) -> None:
         s = self.s
@@ -629,7 +664,19 @@ def _quantiles(values: np.ndarray, qs: List[float], ws: Optional[_Workspace] = N
     tensors it was three quarters of the comparison.  ``keyed`` is :func:`_radix_keys` of
     ``values`` when the caller has it already.
     """
-    n = values.size
+    ranks, where = _quantile_ranks(qs, values.size)
+    return _interpolate(qs, where, _select(values, ranks, ws or _WORKSPACE, keyed))
+
+
+def _streamed_quantiles(chunks: Callable[[], Iterator[np.ndarray]], n: int, qs: List[float],
+                        counts: Optional[np.ndarray] = None) -> List[float]:
+    """:func:`_quantiles` of ``n`` non-negative values that ``chunks()`` yields anew on each call."""
+    ranks, where = _quantile_ranks(qs, n)
+    return _interpolate(qs, where, _streamed_select(chunks, ranks, counts))
+
+
+def _quantile_ranks(qs: List[float], n: int) -> Tuple[List[int], Dict[float, Tuple[int, float]]]:
+    """The order statistics numpy's linear quantiles of ``n`` values need, and where each q lies."""
     where: Dict[float, Tuple[int, float]] = {}
     ranks = set()
     for q in qs:
@@ -639,7 +686,10 @@ def _quantiles(values: np.ndarray, qs: List[float], ws: Optional[_Workspace] = N
         ranks.add(k)
         if position - k:
             ranks.add(k + 1)
-    found = _select(values, sorted(ranks), ws or _WORKSPACE, keyed)
+    return sorted(ranks), where
+
+
+def _interpolate(qs: List[float], where: Dict[float, Tuple[int, float]], found: Dict[int, float]) -> List[float]:
     out = []
     for q in qs:
         k, frac = where[q]
@@ -720,6 +770,79 @@ def _partition_select(values: np.ndarray, ranks: List[int]) -> Dict[int, float]:
             values[lower:].partition(k - lower)
             lower = k + 1
         found[k] = float(values[k])
+    return found
+
+
+# Keys of non-negative float64 at the top level: bits >> _RADIX_SHIFT, from 0 (zero) to +inf's.
+_TOP_KEYS = (int(np.float64(np.inf).view(np.int64)) >> _RADIX_SHIFT) + 1
+
+
+def _top_key_counts(values: np.ndarray, ws: _Workspace) -> np.ndarray:
+    """How many of ``values`` (non-negative float64) have each top-level radix key."""
+    keys = np.right_shift(values.view(np.int64), _RADIX_SHIFT, out=ws.get("skeys", values.size, np.int64))
+    return np.bincount(keys, minlength=_TOP_KEYS)
+
+
+def _streamed_select(chunks: Callable[[], Iterator[np.ndarray]], ranks: List[int],
+                     counts: Optional[np.ndarray] = None) -> Dict[int, float]:
+    """Exact order statistics of non-negative values that ``chunks()`` yields chunk by chunk.
+
+    :func:`_select` without holding the values: a *bucket* is the set of values whose bit
+    patterns agree above some bit (``bits >> shift == key``).  The top-level counts (``counts``,
+    from :func:`_top_key_counts`; counted here if not given) tell which bucket holds each rank.
+    Each further pass over the chunks either gathers a bucket's values (when at most ``CHUNK``
+    of them: then ``np.partition`` finishes) or counts its values by their next 12 bits, which
+    splits it 4096 ways; a bucket whose values are all equal (its minimum is its maximum) is
+    settled at once.  Memory: a few chunk-sized arrays per bucket, whatever the size of the data.
+    """
+    if counts is None:
+        counts = np.zeros(_TOP_KEYS, np.int64)
+        for chunk in chunks():
+            counts += _top_key_counts(chunk, _WORKSPACE)
+    found: Dict[int, float] = {}
+    # levels still to resolve: (key of the parent bucket, shift of the counts' keys, counts, rank of the first value)
+    levels = [(0, _RADIX_SHIFT, counts, 0, list(ranks))]
+    while levels:
+        buckets = []  # (key, shift, size, rank of its first value, ranks in it)
+        for parent, shift, cnt, first, wanted in levels:
+            ends = np.cumsum(cnt)
+            where = np.searchsorted(ends, [r - first for r in wanted], side="right").tolist()
+            for j in sorted(set(where)):
+                start = first + int(ends[j] - cnt[j])
+                key = parent + j
+                in_bucket = [r for r, w in zip(wanted, where) if w == j]
+                if shift == 0:  # every value of the bucket has this very bit pattern
+                    found.update({r: float(np.int64(key).view(np.float64)) for r in in_bucket})
+                else:
+                    buckets.append((key, shift, int(cnt[j]), start, in_bucket))
+        levels = []
+        if not buckets:
+            break
+        gathered: List[List[np.ndarray]] = [[] for _ in buckets]
+        refine = [np.zeros(1 << min(_RADIX_STEP, shift), np.int64) if size > CHUNK else None
+                  for _, shift, size, _, _ in buckets]
+        lows, highs = [np.inf] * len(buckets), [-np.inf] * len(buckets)
+        for chunk in chunks():
+            bits = chunk.view(np.int64)
+            for i, (key, shift, _, _, _) in enumerate(buckets):
+                inside = bits[np.right_shift(bits, shift) == key]
+                if not inside.size:
+                    continue
+                if refine[i] is None:
+                    gathered[i].append(inside.view(np.float64).copy())
+                    continue
+                step = min(_RADIX_STEP, shift)
+                refine[i] += np.bincount(np.right_shift(inside, shift - step) - (key << step), minlength=1 << step)
+                lows[i], highs[i] = min(lows[i], int(inside.min())), max(highs[i], int(inside.max()))
+        for i, (key, shift, _, start, in_bucket) in enumerate(buckets):
+            if refine[i] is None:
+                values = np.concatenate(gathered[i])
+                found.update({start + k: v for k, v in _partition_select(values, [r - start for r in in_bucket]).items()})
+            elif lows[i] == highs[i]:
+                found.update({r: float(np.int64(lows[i]).view(np.float64)) for r in in_bucket})
+            else:
+                step = min(_RADIX_STEP, shift)
+                levels.append((key << step, shift - step, refine[i], start, in_bucket))
     return found
 
 

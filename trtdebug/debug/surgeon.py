@@ -7,7 +7,9 @@
 * :func:`extract_model` - the subgraph computing some tensors from others, as a model ONNX
   Runtime runs: every tensor on the way from ``inputs`` to ``outputs`` must be computable from
   them (else a one-line error names the tensor to add), and inputs get their dtype and shape
-  from shape inference or ``input_shapes``.
+  from shape inference or ``input_shapes``.  Weights stored as external data are never read
+  into memory: the model is loaded with references, and the weights the piece keeps are
+  copied block by block into ``OUT.data`` (so models over protobuf's 2 GiB extract too).
 
 Both write atomically and refuse to write over the model they read.
 """
@@ -56,6 +58,8 @@ def extract_model(model: PathLike, out: PathLike, *, inputs: Sequence[str], outp
     ``input_shapes`` may name graph inputs (their shapes are frozen first, so shape inference
     reaches the cut) or the cut's inputs themselves (for tensors shape inference could not shape).
     """
+    import onnx
+
     from trtdebug.debug.subgraph import freeze_input_shapes
     from trtdebug.model import extract_subgraph, load_model, save_model
     from trtdebug.model.graph import ModelGraph
@@ -65,7 +69,8 @@ def extract_model(model: PathLike, out: PathLike, *, inputs: Sequence[str], outp
     check_output_paths({"-o": out}, [model])
     if not inputs or not outputs:
         raise UsageError("give the tensors to cut at: --inputs a,b and --outputs c")
-    m = load_model(model)
+    m = load_model(model, external_data=False)
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer)
     graph = ModelGraph(m)
     names = list(graph.tensor_order) + sorted(graph.initializer_names)
     _check_names(inputs, names, "--inputs", "a tensor of the model")
@@ -90,7 +95,8 @@ def extract_model(model: PathLike, out: PathLike, *, inputs: Sequence[str], outp
     if dynamic:
         notes.append(f"input(s) {', '.join(dynamic)} keep a dynamic or unknown shape; "
                      "give --input-shapes NAME:[dims] to fix them")
-    return _written(save_model(sub, out), sub, notes)
+    saved = save_model(sub, out, data_from=Path(model).parent) if external else save_model(sub, out)
+    return _written(saved, sub, notes)
 
 
 def _check_names(given: Iterable[str], known: Sequence[str], flag: str, what: str) -> None:

@@ -1,6 +1,7 @@
 """ONNX Runtime runner (CPU by default; CUDA / TensorRT execution providers where installed)."""
 from __future__ import annotations
 
+import os
 import tempfile
 from typing import Dict, Mapping, Optional, Sequence
 
@@ -45,9 +46,12 @@ class OnnxRuntimeRunner(Runner):
     """Runs an ONNX model with ONNX Runtime, optionally returning every intermediate tensor."""
 
     def __init__(self, model, *, outputs: OutputSelection = OutputSelection(), providers: Sequence[str] = ("cpu",),
-                 graph: Optional[ModelGraph] = None, name: str = "onnxrt") -> None:
+                 graph: Optional[ModelGraph] = None, name: str = "onnxrt", weights=None) -> None:
+        """``weights``: a :class:`~trtdebug.model.loader.SharedWeights` whose weightless ``model`` this is
+        (the session reads the weights from its data file)."""
         super().__init__(name)
         self._source = model
+        self._weights = weights
         self._selection = outputs
         self._providers = list(providers)
         self._graph = graph
@@ -63,10 +67,14 @@ class OnnxRuntimeRunner(Runner):
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         with tempfile.TemporaryDirectory(prefix="trtdebug-ort-") as scratch:
+            source = model_bytes_or_path(model, scratch, weights=self._weights)
             try:
-                self._session = ort.InferenceSession(model_bytes_or_path(model, scratch), sess_options=opts, providers=providers)
+                self._session = ort.InferenceSession(source, sess_options=opts, providers=providers)
             except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
                 raise BackendError(f"ONNX Runtime could not load the model: {_first_line(exc)}") from exc
+            finally:
+                if self._weights is not None:
+                    os.unlink(source)
         self._output_names = [o.name for o in self._session.get_outputs()]
         self._report = OutputReport(self._graph, self._selection)
         self.extra.update(self._report.as_extra())
