@@ -37,6 +37,7 @@ import numpy as np
 from trtdebug.errors import UsageError
 from trtdebug.model.qdq import ACTIVATION, QdqGraph, Quantizer, find_quantizers, fp32_name, original_weights
 from trtdebug.model.qdq import remove_quantizers, strip_quantization, weight_fp32_names
+from trtdebug.precision.result_dir import ResultDir
 
 ProgressFn = Callable[[int, int, str], None]
 FIXED_MODEL = "model_int8_fixed.onnx"
@@ -270,35 +271,12 @@ def _json(x: Optional[float]):
     return float(x) if np.isfinite(x) else ("inf" if x > 0 else "nan")
 
 
-def _owned(directory) -> Optional[str]:
-    from trtdebug.precision.search import REPORT
-    from trtdebug.util.files import unlisted_entry
-
-    extra = unlisted_entry(directory, [REPORT, FIXED_MODEL])
-    return None if extra is None else f"it holds {extra}, which trtdebug did not write"
-
-
-def check_out_dir(out_dir) -> None:
-    """Refuse a non-empty directory trtdebug did not write, before the search starts."""
-    from trtdebug.util.files import check_replaceable
-
-    check_replaceable(out_dir, _owned)
+_RESULT_DIR = ResultDir([FIXED_MODEL])
 
 
 def write_results(result: Int8Search, out_dir, *, report=None):
     """``DIR/report.json`` and ``DIR/model_int8_fixed.onnx`` (the quantizers of ``keep_fp32`` taken out), atomically."""
-    import json
-    from pathlib import Path
+    return _RESULT_DIR.write(out_dir, result.as_dict(), result.model, FIXED_MODEL, report=report)
 
-    from trtdebug.model.loader import save_model
-    from trtdebug.precision.search import REPORT
-    from trtdebug.util.files import atomic_directory, write_text_atomic
 
-    text = json.dumps(result.as_dict(), indent=2)
-    with atomic_directory(out_dir, owned=_owned) as staging:
-        (staging / REPORT).write_text(text, encoding="utf-8")
-        if result.model is not None:
-            save_model(result.model, staging / FIXED_MODEL)
-    if report is not None:
-        write_text_atomic(report, text)
-    return Path(out_dir)
+check_out_dir = _RESULT_DIR.check

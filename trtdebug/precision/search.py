@@ -19,7 +19,6 @@ TensorRT engines instead, by either route.  The keep set is ONNX node names.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +28,8 @@ import numpy as np
 
 from trtdebug.precision.attribution import Attribution, attribute, run_all_tensors
 from trtdebug.precision.convert import convert, emulate
+from trtdebug.precision.result_dir import ResultDir
 
-REPORT = "report.json"
 RANKING_SOURCE = "ONNX Runtime (CPU), reduced-precision storage emulated by Cast pairs"
 
 
@@ -262,30 +261,12 @@ def _copy(model):
     return copy
 
 
-def _owned(directory: Path) -> Optional[str]:
-    from trtdebug.util.files import unlisted_entry
-
-    extra = unlisted_entry(directory, [REPORT, "model_fp16.onnx", "model_bf16.onnx"])
-    return None if extra is None else f"it holds {extra}, which trtdebug did not write"
+_RESULT_DIR = ResultDir(["model_fp16.onnx", "model_bf16.onnx"])
 
 
 def write_results(result: PrecisionSearch, out_dir, *, report: Optional[Path] = None) -> Path:
     """Write ``DIR/report.json`` and ``DIR/model_<precision>.onnx`` (the passing model) atomically."""
-    from trtdebug.model.loader import save_model
-    from trtdebug.util.files import atomic_directory, write_text_atomic
-
-    text = json.dumps(result.as_dict(), indent=2)
-    with atomic_directory(out_dir, owned=_owned) as staging:
-        (staging / REPORT).write_text(text, encoding="utf-8")
-        if result.model is not None:
-            save_model(result.model, staging / f"model_{result.precision}.onnx")
-    if report is not None:
-        write_text_atomic(report, text)
-    return Path(out_dir)
+    return _RESULT_DIR.write(out_dir, result.as_dict(), result.model, f"model_{result.precision}.onnx", report=report)
 
 
-def check_out_dir(out_dir) -> None:
-    """Refuse a non-empty directory trtdebug did not write, before the search starts."""
-    from trtdebug.util.files import check_replaceable
-
-    check_replaceable(out_dir, _owned)
+check_out_dir = _RESULT_DIR.check
